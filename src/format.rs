@@ -1,0 +1,244 @@
+//! Turning records into bytes, on the listener thread (it may allocate and take its
+//! time; the caller already returned).
+//!
+//! The text format, one record per line, always:
+//!
+//! ```text
+//! 2026-11-22T04:14:35.123456Z  INFO [worker-1/4242] app::db: connected in 3 ms
+//! ```
+//!
+//! timestamp (RFC 3339, microseconds, UTC unless local time is chosen), level padded
+//! to five, `[thread name/thread id]` (`[thread id]` for unnamed threads), target,
+//! message. Control characters in the target and message are escaped (`\n`, `\r`,
+//! `\t`, `\x1b`, ...) so a record can never forge or split lines; backslashes are left
+//! alone, for readability of Windows paths and regexes. Invalid UTF-8 (only possible
+//! from a sink or test that writes raw bytes) is replaced with U+FFFD.
+
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+
+use crate::record::RecordView;
+
+/// The line format of a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Format {
+    /// Human-readable text lines (see the module docs).
+    #[default]
+    Text,
+}
+
+/// Formats records as text, caching the date and time part of the timestamp per
+/// second (formatting it with chrono for every record would dominate the cost).
+#[derive(Debug)]
+pub(crate) struct TextFormatter {
+    local_time: bool,
+    cached_second: Option<i64>,
+    /// "2026-11-22T04:14:35" for `cached_second`.
+    cached_prefix: String,
+    /// "Z" or "+01:00" for `cached_second`.
+    cached_offset: String,
+}
+
+impl TextFormatter {
+    pub(crate) fn new(local_time: bool) -> TextFormatter {
+        TextFormatter {
+            local_time,
+            cached_second: None,
+            cached_prefix: String::new(),
+            cached_offset: String::new(),
+        }
+    }
+
+    fn timestamp(&mut self, nanos: u64, out: &mut Vec<u8>) {
+        let second = (nanos / 1_000_000_000) as i64;
+        let micros = (nanos % 1_000_000_000) / 1_000;
+        if self.cached_second != Some(second) {
+            let utc = DateTime::<Utc>::from_timestamp(second, 0).unwrap_or_default();
+            let text = if self.local_time {
+                utc.with_timezone(&Local)
+                    .to_rfc3339_opts(SecondsFormat::Secs, true)
+            } else {
+                utc.to_rfc3339_opts(SecondsFormat::Secs, true)
+            };
+            // "2026-11-22T04:14:35Z" or "2026-11-22T05:14:35+01:00": split at the
+            // seconds so the fraction goes in between.
+            let split = text
+                .find('T')
+                .map_or(text.len(), |t| (t + 9).min(text.len()));
+            let (prefix, offset) = text.split_at(split);
+            self.cached_prefix = prefix.to_owned();
+            self.cached_offset = offset.to_owned();
+            self.cached_second = Some(second);
+        }
+        out.extend_from_slice(self.cached_prefix.as_bytes());
+        out.push(b'.');
+        push_padded(out, micros, 6);
+        out.extend_from_slice(self.cached_offset.as_bytes());
+    }
+
+    /// Appends one whole line for `record` to `out`.
+    pub(crate) fn write(
+        &mut self,
+        record: &RecordView<'_>,
+        thread_name: Option<&str>,
+        out: &mut Vec<u8>,
+    ) {
+        self.timestamp(record.timestamp_nanos, out);
+        out.extend_from_slice(match record.level {
+            log::Level::Error => b" ERROR [",
+            log::Level::Warn => b"  WARN [",
+            log::Level::Info => b"  INFO [",
+            log::Level::Debug => b" DEBUG [",
+            log::Level::Trace => b" TRACE [",
+        });
+        if let Some(name) = thread_name {
+            push_escaped(out, name.as_bytes());
+            out.push(b'/');
+        }
+        push_padded(out, u64::from(record.thread_id), 1);
+        out.extend_from_slice(b"] ");
+        push_escaped(out, record.target.as_bytes());
+        out.extend_from_slice(b": ");
+        push_escaped(out, record.message);
+        if record.format_error {
+            out.extend_from_slice(b" [quelog: formatting failed here]");
+        }
+        if record.truncated() {
+            out.extend_from_slice(b" [quelog: message cut at ");
+            push_padded(out, record.message.len() as u64, 1);
+            out.extend_from_slice(b" bytes]");
+        }
+        out.push(b'\n');
+    }
+}
+
+/// Decimal digits of `value`, zero-padded to `width`.
+fn push_padded(out: &mut Vec<u8>, value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut n = value;
+    let mut len = 0;
+    while n > 0 || len < width.max(1) {
+        digits[len] = b'0' + (n % 10) as u8;
+        n /= 10;
+        len += 1;
+    }
+    out.extend(digits[..len].iter().rev());
+}
+
+/// Appends `bytes`, escaping control characters and replacing invalid UTF-8.
+pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.as_bytes();
+    let mut clean_from = 0;
+    for (at, &byte) in text.iter().enumerate() {
+        if byte >= 0x20 && byte != 0x7f {
+            continue;
+        }
+        out.extend_from_slice(&text[clean_from..at]);
+        match byte {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'x',
+                    HEX[(byte >> 4) as usize],
+                    HEX[(byte & 15) as usize],
+                ]);
+            }
+        }
+        clean_from = at + 1;
+    }
+    out.extend_from_slice(&text[clean_from..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(message: &[u8]) -> RecordView<'_> {
+        RecordView {
+            // 2023-11-14T22:13:20.123456Z
+            timestamp_nanos: 1_700_000_000_123_456_789,
+            thread_id: 4242,
+            level: log::Level::Info,
+            target: "app::db",
+            module_path: None,
+            file: None,
+            line: None,
+            message,
+            message_full_len: message.len() as u32,
+            nested: false,
+            format_error: false,
+        }
+    }
+
+    fn line(record: &RecordView<'_>, thread: Option<&str>) -> String {
+        let mut out = Vec::new();
+        TextFormatter::new(false).write(record, thread, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn text_line_layout() {
+        assert_eq!(
+            line(&view(b"connected"), Some("worker-1")),
+            "2023-11-14T22:13:20.123456Z  INFO [worker-1/4242] app::db: connected\n"
+        );
+        assert_eq!(
+            line(&view(b"x"), None),
+            "2023-11-14T22:13:20.123456Z  INFO [4242] app::db: x\n"
+        );
+    }
+
+    #[test]
+    fn one_record_is_always_one_line() {
+        let text = line(&view(b"a\nb\r\nc\td\x1b[31m\x7f\\e"), None);
+        assert_eq!(text.matches('\n').count(), 1);
+        assert!(
+            text.ends_with("a\\nb\\r\\nc\\td\\x1b[31m\\x7f\\e\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_passed_through() {
+        let text = line(&view(b"ok \xff\xfe end"), None);
+        assert!(text.contains("ok \u{fffd}\u{fffd} end"));
+    }
+
+    #[test]
+    fn truncation_and_format_failure_are_visible() {
+        let mut record = view(b"abc");
+        record.message_full_len = 100;
+        record.format_error = true;
+        let text = line(&record, None);
+        assert!(text
+            .ends_with("abc [quelog: formatting failed here] [quelog: message cut at 3 bytes]\n"));
+    }
+
+    #[test]
+    fn microseconds_are_zero_padded_and_second_cache_follows_time() {
+        let mut formatter = TextFormatter::new(false);
+        let mut out = Vec::new();
+        let mut record = view(b"m");
+        record.timestamp_nanos = 1_700_000_000_000_007_000;
+        formatter.write(&record, None, &mut out);
+        record.timestamp_nanos = 1_700_000_001_000_000_000;
+        formatter.write(&record, None, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("2023-11-14T22:13:20.000007Z"));
+        assert!(text.contains("\n2023-11-14T22:13:21.000000Z"));
+    }
+
+    #[test]
+    fn local_time_carries_an_offset() {
+        let mut out = Vec::new();
+        TextFormatter::new(true).write(&view(b"m"), None, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let stamp = text.split(' ').next().unwrap();
+        assert!(DateTime::parse_from_rfc3339(stamp).is_ok(), "{stamp}");
+    }
+}

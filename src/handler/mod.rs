@@ -1,0 +1,562 @@
+//! Capture on the caller: [`QueueHandler`], the producer path.
+//!
+//! Everything here may run inside a signal handler, a `Drop` during unwinding, a
+//! thread-local destructor, the `Display` of another log call's argument on the same
+//! thread, or on the listener thread. So, per `../shared/DESIGN.md`:
+//!
+//! 1. no lock, no allocation, no `thread::current()`, no lazily initialised
+//!    thread-local, no panic;
+//! 2. bounded steps: a record that cannot be placed is dropped and counted;
+//! 3. only async-signal-safe system calls (`clock_gettime`, `gettid` once per thread,
+//!    `write(2)` to wake a sleeping listener or, after a stop, to standard error).
+
+pub(crate) mod message;
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{LevelFilter, Metadata, Record};
+
+use crate::error::Error;
+use crate::queue::{Control, Overflow, QueueConfig, Shared};
+use crate::record::{self, Header, HEADER_LEN};
+use crate::ring::ClaimError;
+use crate::stats::{Counters, Stats};
+use message::MessageBuf;
+
+/// Longest target, module path or file name stored; longer ones are cut.
+const MAX_NAME_BYTES: usize = 512;
+
+/// Per-thread state of the producer path: const-initialised and without a destructor,
+/// so reading it never allocates, never registers a destructor, and works inside
+/// signal handlers and other thread-locals' destructors.
+struct ThreadContext {
+    /// Log calls running on this thread right now (more than 1: nested).
+    depth: Cell<u32>,
+    /// Cached kernel thread id; 0 until first used.
+    thread_id: Cell<u32>,
+    /// This is a listener thread.
+    is_listener: Cell<bool>,
+}
+
+thread_local! {
+    static CONTEXT: ThreadContext = const {
+        ThreadContext {
+            depth: Cell::new(0),
+            thread_id: Cell::new(0),
+            is_listener: Cell::new(false),
+        }
+    };
+}
+
+/// What the producer path knows about the calling thread.
+struct Caller {
+    thread_id: u32,
+    /// Another log call is running on this thread (we interrupted or were called by it).
+    nested: bool,
+    is_listener: bool,
+}
+
+/// Marks entry into the producer path; leaving it (drop) undoes the depth count.
+struct Entered(Caller);
+
+impl Entered {
+    fn new() -> Entered {
+        let caller = CONTEXT
+            .try_with(|ctx| {
+                let depth = ctx.depth.get();
+                ctx.depth.set(depth.saturating_add(1));
+                let mut thread_id = ctx.thread_id.get();
+                if thread_id == 0 {
+                    thread_id = gettid();
+                    ctx.thread_id.set(thread_id);
+                }
+                Caller {
+                    thread_id,
+                    nested: depth > 0,
+                    is_listener: ctx.is_listener.get(),
+                }
+            })
+            // Cannot happen for a destructor-less const thread-local; if it did,
+            // assume the worst: never wait.
+            .unwrap_or(Caller {
+                thread_id: gettid(),
+                nested: true,
+                is_listener: false,
+            });
+        Entered(caller)
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let _ = CONTEXT.try_with(|ctx| ctx.depth.set(ctx.depth.get().saturating_sub(1)));
+    }
+}
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+/// Marks the calling thread as a listener: its log calls never wait.
+pub(crate) fn mark_listener_thread() {
+    let _ = CONTEXT.try_with(|ctx| ctx.is_listener.set(true));
+}
+
+/// Whether a blocking call made here could wait for this very thread: inside a log
+/// call or on a listener thread.
+pub(crate) fn waiting_here_could_deadlock() -> bool {
+    CONTEXT
+        .try_with(|ctx| ctx.depth.get() > 0 || ctx.is_listener.get())
+        .unwrap_or(true)
+}
+
+/// Wall-clock time in nanoseconds since the Unix epoch; 0 if the clock fails.
+fn now_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into a live local; async-signal-safe.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a char boundary.
+fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
+}
+
+/// The producer side of a queue: implements [`log::Log`], so it can be the global
+/// logger, and is cheap to clone into as many places as you like.
+///
+/// [`log::Log::log`] on it is wait-free, lock-free and allocation-free (see the crate
+/// docs for the exact contract). [`crate::Builder::install`] sets one up as the global
+/// logger; build one yourself with [`QueueHandler::new`] to wire several queues.
+///
+/// ```
+/// use quelog::{QueueConfig, QueueHandler};
+/// use log::Log;
+///
+/// let handler = QueueHandler::new(&QueueConfig::default())?;
+/// handler.log(&log::Record::builder().args(format_args!("queued, not yet written")).build());
+/// // No listener yet: the record waits in the ring for one.
+/// # Ok::<(), quelog::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct QueueHandler {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for QueueHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueHandler")
+            .field("level", &self.shared.level)
+            .field("slots", &self.shared.ring.slots())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueHandler {
+    /// A new queue. Nothing is written until a [`crate::QueueListener`] serves it;
+    /// records logged before that wait in the ring (or are dropped and counted once it
+    /// is full).
+    pub fn new(config: &QueueConfig) -> Result<QueueHandler, Error> {
+        Ok(QueueHandler {
+            shared: Arc::new(Shared::new(config)?),
+        })
+    }
+
+    /// The counters of this queue.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The level above which records are ignored.
+    pub fn level(&self) -> LevelFilter {
+        self.shared.level
+    }
+
+    /// Queues one record: the whole producer path.
+    fn enqueue(&self, record: &Record<'_>) {
+        let shared = &*self.shared;
+        let entered = Entered::new();
+        let caller = &entered.0;
+        let timestamp_nanos = now_nanos();
+
+        // Names first, so the message gets whatever room is left.
+        let budget = shared.ring.max_payload() - HEADER_LEN;
+        let mut target = clip(record.target(), MAX_NAME_BYTES);
+        let module = record.module_path().unwrap_or_default();
+        let module_is_target = module == record.target();
+        let mut module = if module_is_target {
+            ""
+        } else {
+            clip(module, MAX_NAME_BYTES)
+        };
+        let mut file = clip(record.file().unwrap_or_default(), MAX_NAME_BYTES);
+        if target.len() + module.len() + file.len() + 64 > budget {
+            // A tiny ring: keep the target and as much message as fits.
+            module = "";
+            file = "";
+            target = clip(target, budget / 2);
+        }
+        let limit = shared
+            .max_message
+            .min(budget - target.len() - module.len() - file.len());
+
+        let mut message = MessageBuf::new(&shared.scratch, limit);
+        let formatted = message.format(record.args());
+
+        if shared.closed.load(Ordering::Relaxed) {
+            write_after_stop(record.level(), target, message.as_bytes());
+            Counters::add(&shared.counters.dropped_after_stop, 1);
+            return;
+        }
+
+        let mut flags = 0;
+        if message.truncated() {
+            flags |= record::FLAG_TRUNCATED;
+        }
+        if module_is_target {
+            flags |= record::FLAG_MODULE_IS_TARGET;
+        }
+        if caller.nested {
+            flags |= record::FLAG_NESTED;
+        }
+        if !formatted {
+            flags |= record::FLAG_FORMAT_ERROR;
+        }
+        let bytes = message.as_bytes();
+        let header = Header {
+            timestamp_nanos,
+            thread_id: caller.thread_id,
+            line: record.line().unwrap_or(0),
+            message_len: bytes.len() as u32,
+            message_full_len: message.produced(),
+            target_len: target.len() as u16,
+            module_len: module.len() as u16,
+            file_len: file.len() as u16,
+            level: record::level_to_u8(record.level()),
+            flags,
+        };
+        let len = header.record_len();
+
+        let may_wait = !caller.nested && !caller.is_listener;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            match shared.ring.try_claim(len) {
+                Ok(mut claim) => {
+                    claim.write(&header.encode());
+                    claim.write(target.as_bytes());
+                    claim.write(module.as_bytes());
+                    claim.write(file.as_bytes());
+                    claim.write(bytes);
+                    claim.publish();
+                    shared.waker.wake_if_sleeping();
+                    if message.truncated() {
+                        Counters::add(&shared.counters.truncated, 1);
+                    }
+                    return;
+                }
+                Err(reason) => {
+                    if let (Overflow::Block { timeout }, true) = (shared.overflow, may_wait) {
+                        let now = Instant::now();
+                        let until = *deadline.get_or_insert(now + timeout);
+                        if now < until && !shared.closed.load(Ordering::Relaxed) {
+                            shared.waker.wake_if_sleeping();
+                            std::thread::sleep(Duration::from_micros(20));
+                            continue;
+                        }
+                    }
+                    let counter = match reason {
+                        ClaimError::Contended => &shared.counters.dropped_contended,
+                        // The message limit keeps records within the ring, so TooLarge
+                        // cannot happen; if it did, the ring had no room for it.
+                        ClaimError::Full | ClaimError::TooLarge => &shared.counters.dropped_full,
+                    };
+                    Counters::add(counter, 1);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Asks the listener to write and sync everything queued before this call, and
+    /// waits for the answer up to `timeout` (`None`: as long as it takes, but never
+    /// past the listener's death).
+    pub(crate) fn flush_barrier(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        if waiting_here_could_deadlock() {
+            return Err(Error::WouldDeadlock);
+        }
+        let shared = &*self.shared;
+        if !shared.listener_running.load(Ordering::Acquire) {
+            return Err(Error::ListenerStopped);
+        }
+        let (ack, answer) = crossbeam_channel::bounded(1);
+        let upto = shared.ring.tail();
+        shared
+            .control_tx
+            .send(Control::Flush { upto, ack })
+            .map_err(|_| Error::ListenerStopped)?;
+        shared.waker.wake();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match answer.recv_timeout(Duration::from_millis(50)) {
+                Ok(result) => return result,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::ListenerStopped)
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if !shared.listener_running.load(Ordering::Acquire) {
+                        return Err(Error::ListenerStopped);
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Error::Timeout);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// After a stop there is no listener: write the record straight to standard error,
+/// one `writev(2)`, no formatting machinery.
+fn write_after_stop(level: log::Level, target: &str, message: &[u8]) {
+    let level = level.as_str().as_bytes();
+    let parts: [&[u8]; 6] = [
+        b"quelog (stopped) ",
+        level,
+        b" ",
+        target.as_bytes(),
+        b": ",
+        message,
+    ];
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 7];
+    for (slot, part) in iov.iter_mut().zip(parts) {
+        slot.iov_base = part.as_ptr().cast_mut().cast();
+        slot.iov_len = part.len();
+    }
+    if let Some(last) = iov.last_mut() {
+        last.iov_base = b"\n".as_ptr().cast_mut().cast();
+        last.iov_len = 1;
+    }
+    // SAFETY: every iovec points into a live slice for the duration of the call, and
+    // writev only reads them. A short or failed write to stderr is ignored: there is
+    // nowhere left to report it.
+    unsafe { libc::writev(libc::STDERR_FILENO, iov.as_ptr(), iov.len() as libc::c_int) };
+}
+
+impl log::Log for QueueHandler {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.shared.level
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if self.enabled(record.metadata()) {
+            self.enqueue(record);
+        }
+    }
+
+    /// A durable flush, bounded to 5 seconds; does nothing where waiting could
+    /// deadlock (inside a log call, on the listener thread). Use
+    /// [`crate::Guard::flush`] to see errors.
+    fn flush(&self) {
+        let _ = self.flush_barrier(Some(Duration::from_secs(5)));
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::ring::Pop;
+    use log::Log;
+
+    fn handler(capacity: usize) -> QueueHandler {
+        QueueHandler::new(&QueueConfig {
+            capacity,
+            ..QueueConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn log_at(handler: &QueueHandler, level: log::Level, args: std::fmt::Arguments<'_>) {
+        handler.log(
+            &Record::builder()
+                .level(level)
+                .target("test::target")
+                .module_path(Some("test::target"))
+                .file(Some("src/x.rs"))
+                .line(Some(12))
+                .args(args)
+                .build(),
+        );
+    }
+
+    #[test]
+    fn captures_every_field() {
+        let handler = handler(4096);
+        log_at(&handler, log::Level::Info, format_args!("n={}", 5));
+        let mut consumer = handler.shared.ring.take_consumer().unwrap();
+        let mut out = Vec::new();
+        assert_eq!(consumer.pop_into(&mut out), Pop::Record);
+        let view = record::decode(&out).unwrap();
+        assert_eq!(view.level, log::Level::Info);
+        assert_eq!(view.target, "test::target");
+        assert_eq!(view.module_path, Some("test::target"));
+        assert_eq!(view.file, Some("src/x.rs"));
+        assert_eq!(view.line, Some(12));
+        assert_eq!(view.message, b"n=5");
+        assert_eq!(view.thread_id, gettid());
+        assert!(!view.nested);
+        let now = now_nanos();
+        assert!(view.timestamp_nanos <= now && now - view.timestamp_nanos < 60_000_000_000);
+    }
+
+    #[test]
+    fn level_filter_applies_before_any_work() {
+        let handler = QueueHandler::new(&QueueConfig {
+            level: LevelFilter::Warn,
+            ..QueueConfig::default()
+        })
+        .unwrap();
+        log_at(&handler, log::Level::Info, format_args!("ignored"));
+        assert_eq!(handler.shared.ring.tail(), 0);
+    }
+
+    #[test]
+    fn full_ring_drops_and_counts() {
+        let handler = handler(1024);
+        for i in 0..100 {
+            log_at(&handler, log::Level::Info, format_args!("record {i}"));
+        }
+        let stats = handler.stats();
+        assert!(stats.dropped.queue_full > 0);
+        let mut consumer = handler.shared.ring.take_consumer().unwrap();
+        let mut queued = 0;
+        while consumer.pop_into(&mut Vec::new()) == Pop::Record {
+            queued += 1;
+        }
+        assert_eq!(queued + stats.dropped.queue_full, 100);
+    }
+
+    #[test]
+    fn display_that_logs_is_marked_nested_and_both_arrive() {
+        struct Loud<'a>(&'a QueueHandler);
+        impl std::fmt::Display for Loud<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                log_at(self.0, log::Level::Warn, format_args!("inner"));
+                f.write_str("outer-arg")
+            }
+        }
+        let handler = handler(4096);
+        log_at(
+            &handler,
+            log::Level::Info,
+            format_args!("{}", Loud(&handler)),
+        );
+        let mut consumer = handler.shared.ring.take_consumer().unwrap();
+        let mut out = Vec::new();
+        assert_eq!(consumer.pop_into(&mut out), Pop::Record);
+        let inner = record::decode(&out).unwrap();
+        assert_eq!(inner.message, b"inner");
+        assert!(inner.nested);
+        assert_eq!(consumer.pop_into(&mut out), Pop::Record);
+        let outer = record::decode(&out).unwrap();
+        assert_eq!(outer.message, b"outer-arg");
+        assert!(!outer.nested);
+    }
+
+    #[test]
+    fn block_mode_never_waits_when_nested() {
+        let handler = QueueHandler::new(&QueueConfig {
+            capacity: 1024,
+            overflow: Overflow::Block {
+                timeout: Duration::from_secs(3600),
+            },
+            ..QueueConfig::default()
+        })
+        .unwrap();
+        struct Flood<'a>(&'a QueueHandler);
+        impl std::fmt::Display for Flood<'_> {
+            fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                for _ in 0..100 {
+                    log_at(self.0, log::Level::Info, format_args!("nested flood"));
+                }
+                Ok(())
+            }
+        }
+        let start = Instant::now();
+        // Outer call formats first, so the nested flood fills the ring; the nested
+        // calls must drop, not wait an hour. The outer call may wait (it is an
+        // ordinary call), so give it a listener-free way out: close the queue.
+        handler.shared.closed.store(false, Ordering::Relaxed);
+        let mut consumer = handler.shared.ring.take_consumer().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                log_at(
+                    &handler,
+                    log::Level::Info,
+                    format_args!("{}", Flood(&handler)),
+                )
+            });
+            // Drain slowly so the outer call eventually gets room.
+            let mut seen = 0;
+            while seen < 2 || !consumer.is_empty() {
+                if consumer.pop_into(&mut Vec::new()) == Pop::Record {
+                    seen += 1;
+                }
+                if start.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        assert!(start.elapsed() < Duration::from_secs(30));
+        assert!(handler.stats().dropped.queue_full > 0);
+    }
+
+    #[test]
+    fn long_target_and_tiny_ring_still_fit() {
+        let handler = handler(1024);
+        let target = "t".repeat(5000);
+        handler.log(
+            &Record::builder()
+                .target(&target)
+                .file(Some(&"f".repeat(5000)))
+                .args(format_args!("{}", "m".repeat(5000)))
+                .build(),
+        );
+        let mut consumer = handler.shared.ring.take_consumer().unwrap();
+        let mut out = Vec::new();
+        assert_eq!(consumer.pop_into(&mut out), Pop::Record);
+        let view = record::decode(&out).unwrap();
+        assert!(view.truncated());
+        assert!(view.target.len() <= MAX_NAME_BYTES);
+        assert_eq!(handler.stats().truncated, 1);
+    }
+
+    #[test]
+    fn clip_never_splits_a_character() {
+        assert_eq!(clip("héllo", 2), "h");
+        assert_eq!(clip("héllo", 3), "hé");
+        assert_eq!(clip("abc", 10), "abc");
+    }
+}

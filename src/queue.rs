@@ -1,0 +1,139 @@
+//! What a handler and its listener share: the ring, the counters, the wake-up and the
+//! control channel. The record path is the ring; crossbeam-channel carries only
+//! control messages (flush barriers, stop), where blocking is fine.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use log::LevelFilter;
+
+use crate::error::Error;
+use crate::handler::message::ScratchPool;
+use crate::ring::{Ring, MAX_SLOTS, MIN_SLOTS, SLOT_BYTES};
+use crate::stats::Counters;
+use crate::wake::Waker;
+
+/// What a producer does when the ring has no room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Drop the record and count it (the default). Never waits.
+    #[default]
+    Drop,
+    /// An ordinary thread waits for room, up to `timeout`, then drops and counts.
+    ///
+    /// A thread already inside a log call (a signal handler or `Drop` that interrupted
+    /// one, a `Display` that logs) and the listener thread never wait, whatever this
+    /// says: they could be waiting for their own thread's unfinished record.
+    Block {
+        /// The longest one call waits.
+        timeout: Duration,
+    },
+}
+
+/// Settings of one queue (the handler side). [`crate::Builder`] fills these for you.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Bytes of record space in the ring, rounded up to a power of two of 64-byte
+    /// slots. From 1 KiB to 1 GiB; default 4 MiB.
+    pub capacity: usize,
+    /// What producers do when the ring is full.
+    pub overflow: Overflow,
+    /// Records above this level are ignored before any work is done.
+    pub level: LevelFilter,
+    /// The most message bytes one record carries; longer messages are cut with a
+    /// visible marker and counted. From 64 bytes to 16 MiB; default 64 KiB. Also
+    /// capped at half the ring.
+    pub max_record: usize,
+    /// Preallocated buffers for formatting messages longer than 512 bytes, each of
+    /// `max_record` bytes: how many threads may format a long message at once before
+    /// further long messages are cut. Up to 64; default 4.
+    pub scratch_buffers: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            capacity: 4 << 20,
+            overflow: Overflow::Drop,
+            level: LevelFilter::Trace,
+            max_record: 64 << 10,
+            scratch_buffers: 4,
+        }
+    }
+}
+
+impl QueueConfig {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let (min, max) = (MIN_SLOTS * SLOT_BYTES, MAX_SLOTS * SLOT_BYTES);
+        if !(min..=max).contains(&self.capacity) {
+            return Err(Error::InvalidConfig(format!(
+                "capacity {} bytes is outside {min}..={max}",
+                self.capacity
+            )));
+        }
+        if !(64..=16 << 20).contains(&self.max_record) {
+            return Err(Error::InvalidConfig(format!(
+                "max_record {} bytes is outside 64..=16777216",
+                self.max_record
+            )));
+        }
+        if self.scratch_buffers > 64 {
+            return Err(Error::InvalidConfig(format!(
+                "scratch_buffers {} is more than 64",
+                self.scratch_buffers
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Requests to the listener. Never sent from the record path.
+pub(crate) enum Control {
+    /// Write and sync everything before ring position `upto`, then answer.
+    Flush {
+        upto: u64,
+        ack: Sender<Result<(), Error>>,
+    },
+    /// Drain, sync and exit.
+    Stop,
+}
+
+/// The state a handler and its listener share.
+pub(crate) struct Shared {
+    pub(crate) ring: Ring,
+    pub(crate) scratch: ScratchPool,
+    pub(crate) waker: Waker,
+    pub(crate) counters: Counters,
+    pub(crate) level: LevelFilter,
+    pub(crate) overflow: Overflow,
+    pub(crate) max_message: usize,
+    /// The listener was stopped for good: producers write to stderr instead.
+    pub(crate) closed: AtomicBool,
+    /// A listener thread is serving this queue.
+    pub(crate) listener_running: AtomicBool,
+    pub(crate) control_tx: Sender<Control>,
+    pub(crate) control_rx: Receiver<Control>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: &QueueConfig) -> Result<Shared, Error> {
+        config.validate()?;
+        let ring = Ring::with_slots(config.capacity.div_ceil(SLOT_BYTES));
+        let max_message = config.max_record.min(ring.max_payload());
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        Ok(Shared {
+            ring,
+            scratch: ScratchPool::new(config.scratch_buffers, max_message),
+            waker: Waker::new().map_err(|e| Error::InvalidConfig(format!("eventfd: {e}")))?,
+            counters: Counters::default(),
+            level: config.level,
+            overflow: config.overflow,
+            max_message,
+            closed: AtomicBool::new(false),
+            listener_running: AtomicBool::new(false),
+            control_tx,
+            control_rx,
+        })
+    }
+}

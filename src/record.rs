@@ -1,0 +1,276 @@
+//! The record layout in the ring: what the handler captures and the listener decodes.
+//!
+//! A fixed little-endian header followed by the variable parts, in this order:
+//! target, module path, file, message. The ring adds its own frame in front; see
+//! [`crate::ring`].
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  timestamp, nanoseconds since the Unix epoch (UTC)
+//!      8     4  thread id (gettid)
+//!     12     4  line (0: unknown)
+//!     16     4  message length stored
+//!     20     4  message length the caller produced (more than stored: truncated)
+//!     24     2  target length
+//!     26     2  module path length
+//!     28     2  file length
+//!     30     1  level (1 = Error .. 5 = Trace)
+//!     31     1  flags
+//! ```
+
+/// Bytes of the fixed header.
+pub(crate) const HEADER_LEN: usize = 32;
+
+/// Flag: the caller's message was longer than what was stored.
+pub(crate) const FLAG_TRUNCATED: u8 = 1;
+/// Flag: the module path equals the target and is not stored again.
+pub(crate) const FLAG_MODULE_IS_TARGET: u8 = 2;
+/// Flag: logged while another log call was running on the same thread (a `Display`
+/// that logs, a signal handler that interrupted a log call).
+pub(crate) const FLAG_NESTED: u8 = 4;
+/// Flag: formatting the message failed (a `Display` impl returned an error or panicked).
+pub(crate) const FLAG_FORMAT_ERROR: u8 = 8;
+
+/// The fixed part of a record, as captured on the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) timestamp_nanos: u64,
+    pub(crate) thread_id: u32,
+    pub(crate) line: u32,
+    pub(crate) message_len: u32,
+    pub(crate) message_full_len: u32,
+    pub(crate) target_len: u16,
+    pub(crate) module_len: u16,
+    pub(crate) file_len: u16,
+    pub(crate) level: u8,
+    pub(crate) flags: u8,
+}
+
+impl Header {
+    /// Bytes of the whole record: header plus variable parts.
+    pub(crate) fn record_len(&self) -> usize {
+        HEADER_LEN
+            + self.target_len as usize
+            + self.module_len as usize
+            + self.file_len as usize
+            + self.message_len as usize
+    }
+
+    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            if let Some(dst) = out.get_mut(at..at + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+            at += bytes.len();
+        };
+        put(&self.timestamp_nanos.to_le_bytes());
+        put(&self.thread_id.to_le_bytes());
+        put(&self.line.to_le_bytes());
+        put(&self.message_len.to_le_bytes());
+        put(&self.message_full_len.to_le_bytes());
+        put(&self.target_len.to_le_bytes());
+        put(&self.module_len.to_le_bytes());
+        put(&self.file_len.to_le_bytes());
+        put(&[self.level, self.flags]);
+        out
+    }
+
+    fn decode(bytes: &[u8; HEADER_LEN]) -> Header {
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let u32_at = |at: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&bytes[at..at + 4]);
+            u32::from_le_bytes(b)
+        };
+        let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+        Header {
+            timestamp_nanos: u64_at(0),
+            thread_id: u32_at(8),
+            line: u32_at(12),
+            message_len: u32_at(16),
+            message_full_len: u32_at(20),
+            target_len: u16_at(24),
+            module_len: u16_at(26),
+            file_len: u16_at(28),
+            level: bytes[30],
+            flags: bytes[31],
+        }
+    }
+}
+
+/// A decoded record, borrowing the bytes the listener copied out of the ring.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    /// Nanoseconds since the Unix epoch, taken on the calling thread.
+    pub timestamp_nanos: u64,
+    /// The calling thread's kernel thread id.
+    pub thread_id: u32,
+    /// Severity.
+    pub level: log::Level,
+    /// The record's target (by default the module path).
+    pub target: &'a str,
+    /// The module path, if the caller's record had one.
+    pub module_path: Option<&'a str>,
+    /// The source file, if the caller's record had one.
+    pub file: Option<&'a str>,
+    /// The source line, if the caller's record had one.
+    pub line: Option<u32>,
+    /// The formatted message. Valid UTF-8 up to a possible cut, which the formatter
+    /// shows; invalid sequences are never produced by the handler.
+    pub message: &'a [u8],
+    /// Bytes the caller's message had; more than `message.len()` when truncated.
+    pub message_full_len: u32,
+    /// Logged while another log call was running on the same thread.
+    pub nested: bool,
+    /// Formatting the message failed part way (a `Display` returned an error or
+    /// panicked); `message` holds what was produced before.
+    pub format_error: bool,
+}
+
+impl RecordView<'_> {
+    /// Whether the message was cut to fit the record size limit.
+    pub fn truncated(&self) -> bool {
+        self.message_full_len as usize > self.message.len()
+    }
+}
+
+fn level_from_u8(level: u8) -> log::Level {
+    match level {
+        1 => log::Level::Error,
+        2 => log::Level::Warn,
+        3 => log::Level::Info,
+        4 => log::Level::Debug,
+        _ => log::Level::Trace,
+    }
+}
+
+pub(crate) fn level_to_u8(level: log::Level) -> u8 {
+    level as usize as u8
+}
+
+/// Decodes a record, or `None` if the bytes are not a record the handler wrote.
+/// Never panics on any input (it is a fuzz target).
+pub fn decode(bytes: &[u8]) -> Option<RecordView<'_>> {
+    let (header, rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
+    let header = Header::decode(header);
+    if header.record_len() != bytes.len() {
+        return None;
+    }
+    let (target, rest) = rest.split_at_checked(header.target_len as usize)?;
+    let (module, rest) = rest.split_at_checked(header.module_len as usize)?;
+    let (file, message) = rest.split_at_checked(header.file_len as usize)?;
+    let target = std::str::from_utf8(target).ok()?;
+    let module_path = if header.flags & FLAG_MODULE_IS_TARGET != 0 {
+        Some(target)
+    } else if module.is_empty() {
+        None
+    } else {
+        Some(std::str::from_utf8(module).ok()?)
+    };
+    let file = if file.is_empty() {
+        None
+    } else {
+        Some(std::str::from_utf8(file).ok()?)
+    };
+    Some(RecordView {
+        timestamp_nanos: header.timestamp_nanos,
+        thread_id: header.thread_id,
+        level: level_from_u8(header.level),
+        target,
+        module_path,
+        file,
+        line: (header.line != 0).then_some(header.line),
+        message,
+        message_full_len: header.message_full_len.max(header.message_len),
+        nested: header.flags & FLAG_NESTED != 0,
+        format_error: header.flags & FLAG_FORMAT_ERROR != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(target: &str, module: &str, file: &str, message: &str, flags: u8) -> Vec<u8> {
+        let header = Header {
+            timestamp_nanos: 1_700_000_000_123_456_789,
+            thread_id: 42,
+            line: 7,
+            message_len: message.len() as u32,
+            message_full_len: message.len() as u32,
+            target_len: target.len() as u16,
+            module_len: module.len() as u16,
+            file_len: file.len() as u16,
+            level: level_to_u8(log::Level::Warn),
+            flags,
+        };
+        let mut bytes = header.encode().to_vec();
+        for part in [target, module, file, message] {
+            bytes.extend_from_slice(part.as_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let bytes = record(
+            "app::db",
+            "app::db::pool",
+            "src/db.rs",
+            "hello",
+            FLAG_NESTED,
+        );
+        let view = decode(&bytes).unwrap();
+        assert_eq!(view.timestamp_nanos, 1_700_000_000_123_456_789);
+        assert_eq!(view.thread_id, 42);
+        assert_eq!(view.level, log::Level::Warn);
+        assert_eq!(view.target, "app::db");
+        assert_eq!(view.module_path, Some("app::db::pool"));
+        assert_eq!(view.file, Some("src/db.rs"));
+        assert_eq!(view.line, Some(7));
+        assert_eq!(view.message, b"hello");
+        assert!(view.nested && !view.truncated() && !view.format_error);
+    }
+
+    #[test]
+    fn module_equal_to_target_is_stored_once() {
+        let bytes = record("app", "", "", "m", FLAG_MODULE_IS_TARGET);
+        let view = decode(&bytes).unwrap();
+        assert_eq!(view.module_path, Some("app"));
+        assert_eq!(view.file, None);
+    }
+
+    #[test]
+    fn every_level_round_trips() {
+        for level in [
+            log::Level::Error,
+            log::Level::Warn,
+            log::Level::Info,
+            log::Level::Debug,
+            log::Level::Trace,
+        ] {
+            assert_eq!(level_from_u8(level_to_u8(level)), level);
+        }
+    }
+
+    #[test]
+    fn malformed_input_is_refused_without_panic() {
+        let good = record("t", "m", "f", "message", 0);
+        for cut in 0..good.len() {
+            assert!(decode(&good[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut long = good.clone();
+        long.push(b'x');
+        assert!(decode(&long).is_none());
+        let mut bad_utf8 = record("tt", "", "", "", 0);
+        let at = HEADER_LEN;
+        bad_utf8[at] = 0xff;
+        assert!(decode(&bad_utf8).is_none());
+    }
+}

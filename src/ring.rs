@@ -1,0 +1,597 @@
+//! The transport: a bounded ring of fixed-size slots, many producers, one consumer.
+//!
+//! # Algorithm
+//!
+//! Dmitry Vyukov's bounded queue (a preallocated array of cells, each with a sequence
+//! word, and a `tail` that producers advance with compare-and-swap), extended in two
+//! ways:
+//!
+//! * A record occupies `n` consecutive slots of [`SLOT_BYTES`] each; records that run
+//!   past the end of the array continue at its start.
+//! * A producer never waits. Vyukov's producer spins while a slot of the previous lap
+//!   is still unread; ours gives up (the ring is full), and it gives up after
+//!   [`CLAIM_ATTEMPTS`] lost races too. A signal handler that runs on a thread holding
+//!   an unpublished claim can therefore never wait for a slot only its own thread can
+//!   release (the livelock `../shared/DESIGN.md` measured in crossbeam's `start_send`).
+//!
+//! Positions are `u64` counters that never wrap (at 10^9 slots a second they would
+//! last 584 years); slot `p` lives at index `p & mask`.
+//!
+//! # The stamp protocol
+//!
+//! Each slot has a sequence word (`seq`). For the slot at position `p`:
+//!
+//! * `seq == p`: free for the lap `p` belongs to.
+//! * `seq == p + 1`: only on the first slot of a record: published, the consumer may
+//!   read the whole record.
+//! * The consumer frees a record by storing `seq = q + slots` for every slot `q` of it,
+//!   in increasing order: free for the next lap.
+//!
+//! Producers never stamp the continuation slots of a record, and never need to: the
+//! consumer frees strictly in order, so if the *last* slot of a prospective claim is
+//! free for this lap, every slot before it is too. That makes a claim one load and one
+//! CAS whatever its length. A slot of the previous lap that is claimed but not yet
+//! published (its producer stalled, perhaps interrupted by a signal) stays at
+//! `seq == q` for its old lap, which reads as "not free" to this lap: drop, never spin.
+//!
+//! Every record starts with an 8-byte frame: its total length and flags, so the
+//! consumer knows how many slots to read and free. The rest is opaque bytes; the
+//! record layout belongs to [`crate::record`].
+
+use crate::sync::{AtomicBool, AtomicU64, CachePadded, Ordering, UnsafeCell};
+
+/// Bytes of record data per slot: one cache line.
+pub(crate) const SLOT_BYTES: usize = 64;
+
+/// How many times a producer retries a claim that lost a race to another producer
+/// before it drops the record. Each lost race means another producer succeeded, so the
+/// ring as a whole always progresses; this bounds the steps of one call.
+pub(crate) const CLAIM_ATTEMPTS: u32 = 64;
+
+/// The fewest slots a ring may have.
+pub(crate) const MIN_SLOTS: usize = 16;
+
+/// The most slots a ring may have (1 GiB of record data).
+pub(crate) const MAX_SLOTS: usize = 1 << 24;
+
+/// `[length: u32 LE][flags: u32 LE]` in front of every record.
+const FRAME_BYTES: usize = 8;
+
+/// Frame flag: the claim was dropped without being published; the consumer skips it.
+const FRAME_ABORTED: u32 = 1;
+
+/// One slot's bytes, aligned so a one-slot record touches one cache line.
+#[allow(dead_code)] // read and written through raw pointers only
+#[repr(align(64))]
+struct Chunk([u8; SLOT_BYTES]);
+
+/// Why a claim failed. Each is a reason a record is dropped and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimError {
+    /// The slots the record needs still hold unread (or unpublished) records.
+    Full,
+    /// Lost the race for `tail` [`CLAIM_ATTEMPTS`] times in a row.
+    Contended,
+    /// The record is longer than [`Ring::max_payload`].
+    TooLarge,
+}
+
+/// The shared ring. Producers call [`Ring::try_claim`]; the one consumer works through
+/// the [`Consumer`] that [`Ring::take_consumer`] hands out once at a time.
+pub(crate) struct Ring {
+    /// Next position to claim. Producers CAS it forward by the slots they need.
+    tail: CachePadded<AtomicU64>,
+    consumer_taken: AtomicBool,
+    /// Where the next consumer starts: the last consumer's position when it ended.
+    resume_at: AtomicU64,
+    seqs: Box<[AtomicU64]>,
+    chunks: Box<[UnsafeCell<Chunk>]>,
+    mask: u64,
+}
+
+// SAFETY: the slot bytes behind `UnsafeCell` are written only by the producer that
+// owns the claim covering them (exclusive by the CAS on `tail`), and read only by the
+// consumer after the acquire load of the record's stamp that the producer released.
+// Everything else is atomics.
+unsafe impl Sync for Ring {}
+// SAFETY: the ring owns plain bytes and atomics; nothing in it is tied to a thread.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    /// A ring of `slots` slots. `slots` must be a power of two within
+    /// [`MIN_SLOTS`]..=[`MAX_SLOTS`]; the builder validates user input before this.
+    pub(crate) fn with_slots(slots: usize) -> Ring {
+        let slots = slots.clamp(MIN_SLOTS, MAX_SLOTS).next_power_of_two();
+        // Every slot starts free for lap zero: seq == its own position.
+        let seqs = (0..slots as u64).map(AtomicU64::new).collect();
+        let chunks = (0..slots)
+            .map(|_| UnsafeCell::new(Chunk([0; SLOT_BYTES])))
+            .collect();
+        Ring {
+            tail: CachePadded(AtomicU64::new(0)),
+            consumer_taken: AtomicBool::new(false),
+            resume_at: AtomicU64::new(0),
+            seqs,
+            chunks,
+            mask: slots as u64 - 1,
+        }
+    }
+
+    /// Number of slots.
+    pub(crate) fn slots(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// The longest payload one record may have: half the ring, so one huge record
+    /// can never starve everyone else for a whole lap.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.slots() / 2 * SLOT_BYTES - FRAME_BYTES
+    }
+
+    /// Position one past the last claimed slot.
+    pub(crate) fn tail(&self) -> u64 {
+        self.tail.load(Ordering::Acquire)
+    }
+
+    fn seq(&self, pos: u64) -> &AtomicU64 {
+        // SAFETY: `pos & mask` < seqs.len() because the length is `mask + 1`.
+        unsafe { self.seqs.get_unchecked((pos & self.mask) as usize) }
+    }
+
+    fn chunk(&self, pos: u64) -> &UnsafeCell<Chunk> {
+        // SAFETY: `pos & mask` < chunks.len() because the length is `mask + 1`.
+        unsafe { self.chunks.get_unchecked((pos & self.mask) as usize) }
+    }
+
+    /// Claims room for a record of `payload_len` bytes, or says why not.
+    ///
+    /// Bounded steps: at most [`CLAIM_ATTEMPTS`] loads and CASes; never waits for
+    /// another thread, never allocates, never panics.
+    pub(crate) fn try_claim(&self, payload_len: usize) -> Result<Claim<'_>, ClaimError> {
+        if payload_len > self.max_payload() {
+            return Err(ClaimError::TooLarge);
+        }
+        let len = FRAME_BYTES + payload_len;
+        let need = len.div_ceil(SLOT_BYTES) as u64;
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        for _ in 0..CLAIM_ATTEMPTS {
+            let last = tail + need - 1;
+            // Acquire pairs with the consumer's release when it freed `last`: once we
+            // see it free, the consumer is done reading every slot up to it.
+            let seq = self.seq(last).load(Ordering::Acquire);
+            if seq == last {
+                // Free for this lap. The CAS makes the claim exclusive: it succeeds only
+                // if nobody claimed from `tail` since we read it.
+                match self.tail.compare_exchange_weak(
+                    tail,
+                    tail + need,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        let mut claim = Claim {
+                            ring: self,
+                            pos: tail,
+                            len,
+                            cursor: 0,
+                            published: false,
+                        };
+                        claim.write(&(len as u32).to_le_bytes());
+                        claim.write(&0u32.to_le_bytes());
+                        return Ok(claim);
+                    }
+                    Err(now) => tail = now,
+                }
+            } else if seq < last {
+                // The slot still belongs to the previous lap: unread, or claimed and
+                // not yet published. Either way it is not ours to wait for.
+                return Err(ClaimError::Full);
+            } else {
+                // Someone claimed past `last` already: our `tail` is stale.
+                tail = self.tail.load(Ordering::Relaxed);
+            }
+        }
+        Err(ClaimError::Contended)
+    }
+
+    /// Hands out the consumer, once: `None` while another [`Consumer`] is alive. A
+    /// consumer takes over where the previous one stopped.
+    pub(crate) fn take_consumer(&self) -> Option<Consumer<'_>> {
+        if self.consumer_taken.swap(true, Ordering::Acquire) {
+            return None;
+        }
+        Some(Consumer {
+            ring: self,
+            head: self.resume_at.load(Ordering::Acquire),
+        })
+    }
+}
+
+/// Exclusive ownership of the slots of one record between claim and publish.
+///
+/// Dropping a claim without [`Claim::publish`] still stamps it, marked aborted, so the
+/// consumer is never left waiting on it.
+pub(crate) struct Claim<'a> {
+    ring: &'a Ring,
+    pos: u64,
+    /// Frame plus payload bytes.
+    len: usize,
+    /// Bytes written so far, frame included.
+    cursor: usize,
+    published: bool,
+}
+
+impl Claim<'_> {
+    /// Appends `bytes` to the record. Bytes past the claimed length are ignored (the
+    /// caller sized the claim from the same bytes, so this does not happen).
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        let room = self.len - self.cursor;
+        let mut rest = bytes.get(..room).unwrap_or(bytes);
+        while !rest.is_empty() {
+            let slot = self.pos + (self.cursor / SLOT_BYTES) as u64;
+            let offset = self.cursor % SLOT_BYTES;
+            let take = rest.len().min(SLOT_BYTES - offset);
+            self.ring.chunk(slot).with_mut(|chunk| {
+                // SAFETY: this claim owns `slot` exclusively (the CAS on `tail`), the
+                // consumer freed it before we claimed (acquire on its stamp), and
+                // `offset + take <= SLOT_BYTES` keeps the copy inside the chunk.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        rest.as_ptr(),
+                        chunk.cast::<u8>().add(offset),
+                        take,
+                    )
+                }
+            });
+            self.cursor += take;
+            rest = rest.get(take..).unwrap_or_default();
+        }
+    }
+
+    /// Makes the record visible to the consumer.
+    pub(crate) fn publish(mut self) {
+        self.published = true;
+        // Drop stamps it.
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            let flags = FRAME_ABORTED.to_le_bytes();
+            self.ring.chunk(self.pos).with_mut(|chunk| {
+                // SAFETY: as in `write`: the claim still owns its first slot, and bytes
+                // 4..8 are inside it.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(flags.as_ptr(), chunk.cast::<u8>().add(4), 4)
+                }
+            });
+        }
+        // Release: the consumer's acquire load of this stamp makes every byte written
+        // into the claim visible before it reads them.
+        self.ring
+            .seq(self.pos)
+            .store(self.pos + 1, Ordering::Release);
+    }
+}
+
+/// What [`Consumer::pop_into`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pop {
+    /// A record was copied out and its slots freed.
+    Record,
+    /// Nothing claimed past the consumer.
+    Empty,
+    /// The next record is claimed but not yet published: its producer is between
+    /// claim and publish (perhaps interrupted by a signal). Try again later.
+    Pending,
+}
+
+/// The single consumer. Only one exists per ring at a time.
+pub(crate) struct Consumer<'a> {
+    ring: &'a Ring,
+    head: u64,
+}
+
+impl Consumer<'_> {
+    /// Position of the next record to read.
+    pub(crate) fn position(&self) -> u64 {
+        self.head
+    }
+
+    /// Whether every claimed slot has been read.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ring.tail() == self.head
+    }
+
+    /// Copies the next published record's payload into `out` (cleared first) and frees
+    /// its slots. Skips aborted claims.
+    pub(crate) fn pop_into(&mut self, out: &mut Vec<u8>) -> Pop {
+        loop {
+            let pos = self.head;
+            // Acquire pairs with the producer's release in `Claim::drop`.
+            if self.ring.seq(pos).load(Ordering::Acquire) != pos + 1 {
+                return if self.ring.tail() == pos {
+                    Pop::Empty
+                } else {
+                    Pop::Pending
+                };
+            }
+            let mut frame = [0u8; FRAME_BYTES];
+            self.ring.chunk(pos).with(|chunk| {
+                // SAFETY: the record is published (stamp seen with acquire) and only the
+                // consumer touches it until it is freed below; FRAME_BYTES <= SLOT_BYTES.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        chunk.cast::<u8>(),
+                        frame.as_mut_ptr(),
+                        FRAME_BYTES,
+                    )
+                }
+            });
+            let [l0, l1, l2, l3, f0, f1, f2, f3] = frame;
+            let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+            let flags = u32::from_le_bytes([f0, f1, f2, f3]);
+            // A length the producer could not have written means memory corruption
+            // elsewhere; read one slot so the ring keeps moving rather than panic.
+            let len = if (FRAME_BYTES..=FRAME_BYTES + self.ring.max_payload()).contains(&len) {
+                len
+            } else {
+                SLOT_BYTES
+            };
+            let slots = len.div_ceil(SLOT_BYTES) as u64;
+
+            out.clear();
+            out.reserve(len - FRAME_BYTES);
+            let mut offset = FRAME_BYTES;
+            while offset < len {
+                let slot = pos + (offset / SLOT_BYTES) as u64;
+                let within = offset % SLOT_BYTES;
+                let take = (len - offset).min(SLOT_BYTES - within);
+                self.ring.chunk(slot).with(|chunk| {
+                    // SAFETY: as above, the record is published and ours to read;
+                    // `within + take <= SLOT_BYTES`.
+                    let bytes =
+                        unsafe { std::slice::from_raw_parts(chunk.cast::<u8>().add(within), take) };
+                    out.extend_from_slice(bytes);
+                });
+                offset += take;
+            }
+
+            // Free in increasing order, each for the next lap. The release on the last
+            // one publishes the earlier ones too, to a producer that checks only the
+            // last slot of its claim.
+            let lap = self.ring.mask + 1;
+            for slot in pos..pos + slots {
+                self.ring.seq(slot).store(slot + lap, Ordering::Release);
+            }
+            self.head = pos + slots;
+
+            if flags & FRAME_ABORTED == 0 {
+                return Pop::Record;
+            }
+        }
+    }
+}
+
+impl Drop for Consumer<'_> {
+    fn drop(&mut self) {
+        self.ring.resume_at.store(self.head, Ordering::Relaxed);
+        self.ring.consumer_taken.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn push(ring: &Ring, bytes: &[u8]) -> Result<(), ClaimError> {
+        let mut claim = ring.try_claim(bytes.len())?;
+        claim.write(bytes);
+        claim.publish();
+        Ok(())
+    }
+
+    fn pop(consumer: &mut Consumer<'_>) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        match consumer.pop_into(&mut out) {
+            Pop::Record => Some(out),
+            _ => None,
+        }
+    }
+
+    /// A payload that fills exactly `slots` slots.
+    fn payload_for_slots(slots: usize, fill: u8) -> Vec<u8> {
+        vec![fill; slots * SLOT_BYTES - FRAME_BYTES]
+    }
+
+    #[test]
+    fn round_trip_in_order() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        for i in 0..5u8 {
+            push(&ring, &[i; 10]).unwrap();
+        }
+        for i in 0..5u8 {
+            assert_eq!(pop(&mut consumer).unwrap(), vec![i; 10]);
+        }
+        assert_eq!(consumer.pop_into(&mut Vec::new()), Pop::Empty);
+        assert!(consumer.is_empty());
+    }
+
+    #[test]
+    fn empty_payload_takes_one_slot() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        push(&ring, b"").unwrap();
+        assert_eq!(ring.tail(), 1);
+        assert_eq!(pop(&mut consumer).unwrap(), b"");
+    }
+
+    #[test]
+    fn exactly_full_then_one_more_is_refused() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        // Two records of 8 slots each fill the ring exactly.
+        push(&ring, &payload_for_slots(8, 1)).unwrap();
+        push(&ring, &payload_for_slots(8, 2)).unwrap();
+        assert_eq!(ring.tail(), 16);
+        assert_eq!(push(&ring, b"x"), Err(ClaimError::Full));
+        // Freeing the first record makes exactly its 8 slots available again.
+        assert_eq!(pop(&mut consumer).unwrap(), payload_for_slots(8, 1));
+        push(&ring, &payload_for_slots(8, 3)).unwrap();
+        assert_eq!(push(&ring, b"x"), Err(ClaimError::Full));
+        assert_eq!(pop(&mut consumer).unwrap(), payload_for_slots(8, 2));
+        assert_eq!(pop(&mut consumer).unwrap(), payload_for_slots(8, 3));
+        assert!(pop(&mut consumer).is_none());
+    }
+
+    #[test]
+    fn record_crossing_the_end_of_the_array_arrives_intact() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        // Move head and tail to slot 13, then push a 6-slot record: slots 13, 14, 15,
+        // 0, 1, 2.
+        for _ in 0..13 {
+            push(&ring, b"a").unwrap();
+            pop(&mut consumer).unwrap();
+        }
+        let big: Vec<u8> = (0..6 * SLOT_BYTES - FRAME_BYTES)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        push(&ring, &big).unwrap();
+        assert_eq!(ring.tail(), 19);
+        assert_eq!(pop(&mut consumer).unwrap(), big);
+    }
+
+    #[test]
+    fn wraps_many_laps_with_mixed_sizes() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        for i in 0..10_000usize {
+            let len = (i * 37) % ring.max_payload();
+            let payload: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+            push(&ring, &payload).unwrap();
+            assert_eq!(pop(&mut consumer).unwrap(), payload);
+        }
+    }
+
+    #[test]
+    fn too_large_is_refused_up_front() {
+        let ring = Ring::with_slots(16);
+        assert_eq!(ring.max_payload(), 8 * SLOT_BYTES - FRAME_BYTES);
+        assert!(push(&ring, &vec![0; ring.max_payload()]).is_ok());
+        assert_eq!(
+            push(&ring, &vec![0; ring.max_payload() + 1]),
+            Err(ClaimError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn unpublished_claim_blocks_the_consumer_not_the_producers() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        let held = ring.try_claim(3).unwrap();
+        // The same thread (a signal handler, say) keeps logging past the held claim.
+        push(&ring, b"later").unwrap();
+        assert_eq!(consumer.pop_into(&mut Vec::new()), Pop::Pending);
+        drop(held); // never published: stamped as aborted
+        assert_eq!(pop(&mut consumer).unwrap(), b"later");
+    }
+
+    #[test]
+    fn wrap_onto_a_held_claim_drops_instead_of_spinning() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        let mut held = ring.try_claim(3).unwrap();
+        held.write(b"old");
+        let mut pushed = 0;
+        let mut refused = 0;
+        // Far more than the ring holds; the consumer drains what it can in between.
+        for _ in 0..100 {
+            match push(&ring, b"y") {
+                Ok(()) => pushed += 1,
+                Err(ClaimError::Full) => refused += 1,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+            assert_eq!(consumer.pop_into(&mut Vec::new()), Pop::Pending);
+        }
+        // One slot is held, so 15 fit and every other push was refused at once.
+        assert_eq!(pushed, 15);
+        assert_eq!(refused, 85);
+        held.publish();
+        assert_eq!(pop(&mut consumer).unwrap(), b"old");
+        for _ in 0..15 {
+            assert_eq!(pop(&mut consumer).unwrap(), b"y");
+        }
+        assert!(pop(&mut consumer).is_none());
+    }
+
+    #[test]
+    fn consumer_is_handed_out_once_at_a_time() {
+        let ring = Ring::with_slots(16);
+        let mut first = ring.take_consumer().unwrap();
+        assert!(ring.take_consumer().is_none());
+        push(&ring, b"one").unwrap();
+        push(&ring, b"two").unwrap();
+        assert_eq!(pop(&mut first).unwrap(), b"one");
+        drop(first);
+        // The next consumer resumes after what the first one read.
+        let mut second = ring.take_consumer().unwrap();
+        assert_eq!(pop(&mut second).unwrap(), b"two");
+    }
+
+    #[test]
+    fn slot_count_is_rounded_to_a_power_of_two_within_bounds() {
+        assert_eq!(Ring::with_slots(0).slots(), MIN_SLOTS);
+        assert_eq!(Ring::with_slots(17).slots(), 32);
+    }
+
+    #[test]
+    fn concurrent_producers_lose_nothing_they_were_told_was_enqueued() {
+        use std::sync::Arc;
+        let ring = Arc::new(Ring::with_slots(64));
+        let per_thread: u32 = if cfg!(miri) { 50 } else { 20_000 };
+        let producers: Vec<_> = (0..3u8)
+            .map(|id| {
+                let ring = Arc::clone(&ring);
+                std::thread::spawn(move || {
+                    let mut accepted = Vec::new();
+                    for seq in 0..per_thread {
+                        let mut bytes = vec![id];
+                        bytes.extend_from_slice(&seq.to_le_bytes());
+                        // Vary the size so records span one to three slots.
+                        bytes.resize(5 + (seq as usize % 3) * 60, id);
+                        if push(&ring, &bytes).is_ok() {
+                            accepted.push(seq);
+                        }
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let mut seen: Vec<Vec<u32>> = vec![Vec::new(); 3];
+        let mut consumer = ring.take_consumer().unwrap();
+        let mut out = Vec::new();
+        loop {
+            match consumer.pop_into(&mut out) {
+                Pop::Record => {
+                    let id = out[0] as usize;
+                    let seq = u32::from_le_bytes(out[1..5].try_into().unwrap());
+                    assert!(out[5..].iter().all(|&b| b as usize == id));
+                    seen[id].push(seq);
+                }
+                Pop::Pending => std::hint::spin_loop(),
+                Pop::Empty => {
+                    if producers.iter().all(|p| p.is_finished()) && consumer.is_empty() {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
+        for (id, producer) in producers.into_iter().enumerate() {
+            assert_eq!(seen[id], producer.join().unwrap(), "producer {id}");
+        }
+    }
+}
