@@ -1,0 +1,610 @@
+//! Per-call latency of quelog's producer path, next to the obvious alternatives.
+//!
+//! ```text
+//! cargo run --release --example latency
+//! cargo run --release --example latency -- --samples 50000   # quicker, noisier tail
+//! cargo run --release --example latency -- --only quelog     # one design (profiling)
+//! ```
+//!
+//! # What it measures
+//!
+//! One log call of a 3-argument record,
+//! `"request {} took {} us from {}", id: u64, micros: u64, "10.0.0.1"`, from the
+//! caller's point of view: building the `log::Record` (`Record::builder()` with
+//! `format_args!`, what `log::info!` does after its level check) and calling
+//! `log::Log::log` through a `&dyn Log`, as the macro does through the global logger.
+//! The global logger can be installed once per process, so the handler is called
+//! directly. Each design runs with 1 and with 2 producer threads (this is a 2-core
+//! machine: at 2 threads quelog's listener competes with the producers for a core).
+//!
+//! * `quelog`: a [`quelog::QueueHandler`] from `Builder::new().file(tmp)
+//!   .sync(SyncPolicy::Never).capacity(..).level(Info).build()`; its listener drains
+//!   to a real temporary file (formats the timestamp, writes in batches) but never
+//!   fsyncs, like the baselines. With the default settings the ring (128 MiB,
+//!   `--capacity-mib`) holds every record of a run even if the listener never ran, so
+//!   there are no drops. The drop count is printed per run anyway: a drop is not an
+//!   enqueue, so with drops quelog's percentiles mix two different operations.
+//! * `mutex-bufwriter`: `Mutex<BufWriter<File>>`, formats the line with `writeln!`
+//!   under the lock (a `write(2)` of 8 KiB every ~80 records).
+//! * `write(2)`: formats the line into a stack buffer and calls `libc::write` once per
+//!   record on an `O_APPEND` file: no lock, no buffering.
+//! * `fmt-only`: formats just the message into a stack buffer, no I/O: what any
+//!   design that formats on the caller must pay at least.
+//! * `no-op`: a `Log` that does nothing: the floor (record building, the virtual
+//!   call, the timer).
+//!
+//! The baselines' lines carry a raw `SystemTime` timestamp, the level, the target and
+//! the message, so every design reads the clock once per call like quelog does.
+//!
+//! # How it times
+//!
+//! On x86-64 each call is bracketed by `lfence; rdtsc; lfence` (the fences keep the
+//! call's instructions from moving across the reads, which `Instant::now()` does not
+//! promise) and the tick counts are converted to nanoseconds with a calibration
+//! against `Instant` over ~100 ms; the TSC of this machine is invariant
+//! (`constant_tsc`, `nonstop_tsc`). Elsewhere it falls back to `Instant`. Neither is
+//! free: on this VM an empty fenced `rdtsc` pair costs ~22 ns and an `Instant` pair
+//! ~27 ns, so the median of 200k empty pairs is measured and printed, and `p50-ovh`
+//! is the p50 with it subtracted (the ratio columns use that). The other
+//! percentiles are raw: their distance from p50 dwarfs the overhead.
+//!
+//! Each thread warms up (`--warmup` calls), then the threads start together, each
+//! times `--samples` calls one by one (percentiles over all threads' samples), then
+//! times another `--samples` calls as one block for throughput (calls per second per
+//! thread, no per-call timer). `minflt` counts page faults the timed loops took.
+//!
+//! # How to read it
+//!
+//! The machine is shared and noisy: compare the rows of one run, not runs of
+//! different days. The ratio columns divide each design's number by quelog's at the
+//! same thread count (above 1: the design is slower than quelog; for throughput,
+//! above 1: faster). `p50-ovh` is the number to hold against the aim of p50 <= 40 ns
+//! for quelog; `quelog p50 - fmt-only p50` is what quelog adds to formatting the
+//! message. The tail (p99.9, max) of every design includes preemption by other
+//! threads and the hypervisor; quelog's includes its listener taking a core at 2
+//! threads.
+
+use std::fmt::{self, Write as _};
+use std::fs::{File, OpenOptions};
+use std::hint::black_box;
+use std::io::{BufWriter, Write as _};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::{Barrier, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use quelog::SyncPolicy;
+
+/// Command-line settings.
+struct Settings {
+    samples: usize,
+    warmup: usize,
+    capacity_mib: usize,
+    /// Run only this design (for profiling).
+    only: Option<String>,
+}
+
+impl Settings {
+    fn from_args() -> Result<Settings, String> {
+        let mut settings = Settings {
+            samples: 200_000,
+            warmup: 20_000,
+            capacity_mib: 128,
+            only: None,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let value = args.next().ok_or(format!("{flag} needs a value"))?;
+            if flag == "--only" {
+                settings.only = Some(value);
+                continue;
+            }
+            let value: usize = value
+                .parse()
+                .map_err(|_| format!("{flag}: not a number: {value}"))?;
+            match flag.as_str() {
+                "--samples" => settings.samples = value.max(1000),
+                "--warmup" => settings.warmup = value,
+                "--capacity-mib" => settings.capacity_mib = value,
+                _ => {
+                    return Err(format!(
+                        "unknown flag {flag} (--samples N, --warmup N, --capacity-mib N, --only DESIGN)"
+                    ))
+                }
+            }
+        }
+        Ok(settings)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The timer.
+
+#[cfg(target_arch = "x86_64")]
+mod ticks {
+    use std::arch::x86_64::{_mm_lfence, _rdtsc};
+
+    pub const NAME: &str = "rdtsc with lfence on both sides, calibrated against Instant";
+
+    /// The time-stamp counter, with every earlier instruction finished before it is
+    /// read and no later one started before.
+    #[inline(always)]
+    pub fn now() -> u64 {
+        // SAFETY: lfence and rdtsc are baseline x86-64 instructions with no memory
+        // operands and no preconditions.
+        unsafe {
+            _mm_lfence();
+            let t = _rdtsc();
+            _mm_lfence();
+            t
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod ticks {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    pub const NAME: &str = "Instant (no rdtsc on this architecture)";
+
+    static BASE: OnceLock<Instant> = OnceLock::new();
+
+    #[inline(always)]
+    pub fn now() -> u64 {
+        BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+}
+
+/// Ticks per nanosecond of [`ticks::now`], measured against `Instant`.
+fn calibrate() -> f64 {
+    let (t0, c0) = (Instant::now(), ticks::now());
+    while t0.elapsed() < Duration::from_millis(100) {
+        std::hint::spin_loop();
+    }
+    let (c1, t1) = (ticks::now(), Instant::now());
+    (c1 - c0) as f64 / (t1 - t0).as_nanos() as f64
+}
+
+/// Median cost of an empty timer pair, in ticks of that timer.
+fn empty_pair_median(mut pair: impl FnMut() -> u64) -> u64 {
+    let mut samples: Vec<u64> = (0..200_000).map(|_| pair()).collect();
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+// ---------------------------------------------------------------------------------
+// The log call under test.
+
+/// One log call, as `log::info!` makes it after its level check.
+#[inline(never)]
+fn log_one(logger: &dyn Log, id: u64, micros: u64, peer: &str) {
+    logger.log(
+        &Record::builder()
+            .level(Level::Info)
+            .target(module_path!())
+            .module_path_static(Some(module_path!()))
+            .file_static(Some(file!()))
+            .line(Some(line!()))
+            .args(format_args!(
+                "request {} took {} us from {}",
+                id, micros, peer
+            ))
+            .build(),
+    );
+}
+
+fn call(logger: &dyn Log, i: usize) {
+    let id = black_box(i as u64);
+    let micros = black_box((i as u64 * 7919) % 100_000);
+    log_one(logger, id, micros, black_box("10.0.0.1"));
+}
+
+// ---------------------------------------------------------------------------------
+// The baselines.
+
+fn wall_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The obvious logger: one lock around a buffered file.
+struct MutexLogger {
+    out: Mutex<BufWriter<File>>,
+}
+
+impl Log for MutexLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= Level::Info
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let now = wall_nanos();
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = writeln!(
+            out,
+            "{}.{:09} {} {}: {}",
+            now / 1_000_000_000,
+            now % 1_000_000_000,
+            record.level(),
+            record.target(),
+            record.args()
+        );
+    }
+
+    fn flush(&self) {
+        let _ = self
+            .out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flush();
+    }
+}
+
+/// A fixed buffer on the stack that `write!` fills; what does not fit is cut.
+struct StackBuf {
+    bytes: [u8; 512],
+    len: usize,
+}
+
+impl StackBuf {
+    fn new() -> StackBuf {
+        StackBuf {
+            bytes: [0; 512],
+            len: 0,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl fmt::Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let take = s.len().min(self.bytes.len() - self.len);
+        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        if take < s.len() {
+            Err(fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Synchronous: one `write(2)` per record, no lock, no buffer.
+struct WriteLogger {
+    file: File,
+}
+
+impl Log for WriteLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= Level::Info
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let now = wall_nanos();
+        let mut line = StackBuf::new();
+        let _ = writeln!(
+            line,
+            "{}.{:09} {} {}: {}",
+            now / 1_000_000_000,
+            now % 1_000_000_000,
+            record.level(),
+            record.target(),
+            record.args()
+        );
+        let bytes = line.as_bytes();
+        // SAFETY: `bytes` is a live, initialised slice for the duration of the call and
+        // write(2) only reads it; the descriptor is owned by `self.file`, open while
+        // `self` lives. A short write of a regular file is ignored (a benchmark).
+        unsafe { libc::write(self.file.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+    }
+
+    fn flush(&self) {}
+}
+
+/// Formats the message on the stack and throws it away.
+struct FormatOnly;
+
+impl Log for FormatOnly {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= Level::Info
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut message = StackBuf::new();
+        let _ = message.write_fmt(*record.args());
+        black_box(message.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Does nothing: the floor of the measurement.
+struct NoOp;
+
+impl Log for NoOp {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        black_box(record);
+    }
+
+    fn flush(&self) {}
+}
+
+// ---------------------------------------------------------------------------------
+// Running and reporting.
+
+/// What one thread measured.
+struct ThreadResult {
+    /// Per-call ticks.
+    samples: Vec<u64>,
+    /// Calls per second in the untimed block.
+    throughput: f64,
+    /// Minor page faults during the two measured loops.
+    minflt: u64,
+}
+
+fn thread_minflt() -> u64 {
+    // SAFETY: `rusage` is plain integers, for which all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage into a live local.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_minflt as u64
+}
+
+/// Runs `threads` producers on `logger`: warm-up, per-call timing, then a block for
+/// throughput; the threads start each phase together.
+fn measure(logger: &(dyn Log + Sync), threads: usize, settings: &Settings) -> Vec<ThreadResult> {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let base = t * 10_000_000;
+                    // Nonzero, so every page is touched now, not in the timed loop.
+                    let mut samples = vec![1u64; settings.samples];
+                    for i in 0..settings.warmup {
+                        call(logger, base + i);
+                    }
+                    barrier.wait();
+                    let faults_before = thread_minflt();
+                    for (i, sample) in samples.iter_mut().enumerate() {
+                        let start = ticks::now();
+                        call(logger, base + i);
+                        *sample = ticks::now().wrapping_sub(start);
+                    }
+                    barrier.wait();
+                    let begin = Instant::now();
+                    for i in 0..settings.samples {
+                        call(logger, base + settings.samples + i);
+                    }
+                    let elapsed = begin.elapsed();
+                    let minflt = thread_minflt() - faults_before;
+                    ThreadResult {
+                        samples,
+                        throughput: settings.samples as f64 / elapsed.as_secs_f64(),
+                        minflt,
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("producer thread panicked"))
+            .collect()
+    })
+}
+
+/// One row of the table.
+struct Row {
+    design: &'static str,
+    threads: usize,
+    /// p50, p90, p99, p99.9, max, in ns.
+    percentiles: [f64; 5],
+    throughput: f64,
+    minflt: u64,
+    /// quelog only: records dropped, and written by the listener.
+    dropped: Option<u64>,
+}
+
+fn summarise(
+    design: &'static str,
+    threads: usize,
+    results: Vec<ThreadResult>,
+    ticks_per_ns: f64,
+) -> Row {
+    let throughput = results.iter().map(|r| r.throughput).sum::<f64>() / threads as f64;
+    let minflt = results.iter().map(|r| r.minflt).sum();
+    let mut all: Vec<u64> = results.into_iter().flat_map(|r| r.samples).collect();
+    all.sort_unstable();
+    let at = |p: f64| {
+        let rank = ((p * all.len() as f64).ceil() as usize).clamp(1, all.len());
+        all[rank - 1] as f64 / ticks_per_ns
+    };
+    Row {
+        design,
+        threads,
+        percentiles: [at(0.50), at(0.90), at(0.99), at(0.999), at(1.0)],
+        throughput,
+        minflt,
+        dropped: None,
+    }
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("quelog-latency-{}-{name}.log", std::process::id()))
+}
+
+fn run_quelog(
+    threads: usize,
+    settings: &Settings,
+    ticks_per_ns: f64,
+) -> Result<Row, Box<dyn std::error::Error>> {
+    let path = temp_path("quelog");
+    let _ = std::fs::remove_file(&path);
+    let (handler, listener) = quelog::Builder::new()
+        .file(&path)
+        .sync(SyncPolicy::Never)
+        .capacity(settings.capacity_mib << 20)
+        .level(LevelFilter::Info)
+        .build()?;
+    let results = measure(&handler, threads, settings);
+    let dropped = handler.stats().dropped.total();
+    let stats = listener.stop()?;
+    let calls = (threads * (settings.warmup + 2 * settings.samples)) as u64;
+    if stats.written + dropped != calls {
+        return Err(format!(
+            "quelog accounting: {calls} calls, {} written, {dropped} dropped",
+            stats.written
+        )
+        .into());
+    }
+    std::fs::remove_file(&path)?;
+    let mut row = summarise("quelog", threads, results, ticks_per_ns);
+    row.dropped = Some(dropped);
+    Ok(row)
+}
+
+fn run_baseline(
+    design: &'static str,
+    threads: usize,
+    settings: &Settings,
+    ticks_per_ns: f64,
+) -> Result<Row, Box<dyn std::error::Error>> {
+    let path = temp_path(design);
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+    };
+    let results = match design {
+        "mutex-bufwriter" => {
+            let logger = MutexLogger {
+                out: Mutex::new(BufWriter::new(open()?)),
+            };
+            let results = measure(&logger, threads, settings);
+            logger.flush();
+            results
+        }
+        "write(2)" => {
+            // Truncate, then reopen for appending so whole lines never interleave.
+            drop(open()?);
+            let file = OpenOptions::new().append(true).open(&path)?;
+            measure(&WriteLogger { file }, threads, settings)
+        }
+        "fmt-only" => measure(&FormatOnly, threads, settings),
+        _ => measure(&NoOp, threads, settings),
+    };
+    let _ = std::fs::remove_file(&path);
+    Ok(summarise(design, threads, results, ticks_per_ns))
+}
+
+fn print_table(rows: &[Row], overhead_ns: f64) {
+    println!(
+        "{:<16} {:>3} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10} {:>7} {:>7} {:>7} {:>6} {:>6}",
+        "design",
+        "thr",
+        "p50",
+        "p50-ovh",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "calls/s/t",
+        "x p50",
+        "x p99.9",
+        "x tput",
+        "minflt",
+        "drops"
+    );
+    for row in rows {
+        let quelog = rows
+            .iter()
+            .find(|r| r.design == "quelog" && r.threads == row.threads)
+            .unwrap_or(row);
+        let [p50, p90, p99, p999, max] = row.percentiles;
+        let net = (p50 - overhead_ns).max(0.0);
+        let quelog_net = (quelog.percentiles[0] - overhead_ns).max(f64::MIN_POSITIVE);
+        println!(
+            "{:<16} {:>3} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>10.3e} {:>7.2} {:>7.2} {:>7.2} {:>6} {:>6}",
+            row.design,
+            row.threads,
+            p50,
+            net,
+            p90,
+            p99,
+            p999,
+            max,
+            row.throughput,
+            net / quelog_net,
+            p999 / quelog.percentiles[3],
+            row.throughput / quelog.throughput,
+            row.minflt,
+            row.dropped.map_or("-".to_string(), |d| d.to_string()),
+        );
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings::from_args()?;
+    let started = Instant::now();
+    let ticks_per_ns = calibrate();
+    let pair_ticks = empty_pair_median(|| {
+        let start = ticks::now();
+        ticks::now().wrapping_sub(start)
+    });
+    let instant_pair_ns = empty_pair_median(|| {
+        let start = Instant::now();
+        start.elapsed().as_nanos() as u64
+    });
+    let overhead_ns = pair_ticks as f64 / ticks_per_ns;
+    println!("timer: {}", ticks::NAME);
+    println!(
+        "  {ticks_per_ns:.4} ticks/ns; empty pair (median) {pair_ticks} ticks = {overhead_ns:.1} ns \
+         (Instant::now() pair: {instant_pair_ns} ns)"
+    );
+    println!(
+        "record: \"request {{}} took {{}} us from {{}}\" (u64, u64, &str); {} warm-up + {} timed \
+         + {} throughput calls per thread; quelog: SyncPolicy::Never, {} MiB ring",
+        settings.warmup, settings.samples, settings.samples, settings.capacity_mib
+    );
+    println!("latencies in ns; x columns: this design / quelog at the same thread count\n");
+
+    let mut rows = Vec::new();
+    let wanted = |design: &str| settings.only.as_deref().is_none_or(|only| only == design);
+    for threads in [1, 2] {
+        if wanted("quelog") {
+            rows.push(run_quelog(threads, &settings, ticks_per_ns)?);
+        }
+        for design in ["mutex-bufwriter", "write(2)", "fmt-only", "no-op"] {
+            if wanted(design) {
+                rows.push(run_baseline(design, threads, &settings, ticks_per_ns)?);
+            }
+        }
+    }
+    print_table(&rows, overhead_ns);
+    println!("\ntotal {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
