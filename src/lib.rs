@@ -64,6 +64,8 @@
 
 mod error;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod listener;
 mod queue;
