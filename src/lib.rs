@@ -57,38 +57,100 @@
 //! [`SyncPolicy`] says when the listener syncs (`fdatasync`): every record, every
 //! batch (group commit, the default), at an interval, or never. [`Guard::flush`] is a
 //! barrier: it returns once everything logged before it is written and synced, or
-//! with the error that prevented it.
+//! with the error that prevented it. Threads that flush at the same time share syncs
+//! (group commit): compare [`Stats::flushes`] with [`Stats::syncs`];
+//! [`Stats::sync_latency`] has the p50, p99 and max of the syncs.
+//!
+//! When a sink fails, records are lost and counted ([`Stats::lost`]), never waited
+//! for: producers do not notice.
+//!
+//! * **Write fails** (disk full): the batch is lost to that sink, which is retried
+//!   with backoff (10 ms doubling to 1 s; records meanwhile are lost too). The first
+//!   successful write starts with one line, written by quelog with target `quelog`:
+//!   `2026-11-22T04:14:35.123456Z ERROR [quelog/0] quelog: 7 records lost (No space
+//!   left on device)`.
+//! * **Sync fails** (EIO): after a failed fsync Linux may have dropped the data and a
+//!   retried fsync "succeeds" (fsyncgate). The listener keeps every byte written since
+//!   the last good sync (up to 16 MiB per sink), calls [`Sink::prepare_rewrite`]
+//!   ([`FileSink`]: reopen, cut back to the last good sync), rewrites them and syncs
+//!   again: [`Stats::sync_rewrites`], and a line `quelog: sync failed (Input/output
+//!   error); rewrote the 1140 bytes (15 records) written since the last good sync and
+//!   synced them again`. If that fails too, the records are counted lost and reported
+//!   as above.
+//! * **flush() tells**: a failure is the answer of every flush pending when it
+//!   happens and of the flushes answered next, as [`Error::Sink`] (not of flushes
+//!   after those: the counters and the log line remain). A failed sync is
+//!   reported even when the rewrite succeeded (the message says the records were
+//!   rewritten and synced again): the disk said EIO, and you should know.
+//! * **A sink that panics** fails that call ([`Stats::sink_panics`]); the other sinks
+//!   are served. If the listener thread dies anyway, `flush()` returns
+//!   [`Error::ListenerStopped`] and producers go on, dropping once the ring is full.
+//! * **Severity reserve**: 1/8 of the ring ([`Builder::severity_reserve`]) takes only
+//!   `Warn` and `Error` records, so a flood of debug records cannot push out an error.
+//!
+//! How the process ends decides what reaches the file:
+//!
+//! * **SIGKILL** (or power loss, for synced data): every record whose `flush()`
+//!   returned `Ok` is in the file. [`FileSink`] writes whole batches with one
+//!   `write(2)`, so at most the last line is torn; reopening the file ends a torn last
+//!   line with a newline.
+//! * **Fatal signals**, with [`Builder::drain_on_crash`]: SIGSEGV, SIGBUS, SIGILL,
+//!   SIGFPE and SIGABRT write the records still in the ring to the first file sink
+//!   (`write(2)`, no allocation, UTC timestamps, thread id without name) and fsync it,
+//!   with a last line `quelog: fatal signal 6 (SIGABRT): the crash handler wrote N
+//!   records left in the queue`; then the previous handler runs and the signal ends
+//!   the process. The listener and the handler never both write a record: the
+//!   handler waits up to 2 s for the listener to finish the batch it is writing, and
+//!   writes nothing if it does not (or if the crash is on the listener thread).
+//! * **Panics**: a panic hook (on by default, [`Builder::flush_on_panic`]) logs the
+//!   panic with target `panic` and flushes (at most 2 s) before the previous hook, so
+//!   before unwinding, and before the abort of `panic = "abort"` (which runs the hooks
+//!   first).
+//! * **SIGTERM and SIGINT**, with [`Builder::handle_termination`]: drained, synced,
+//!   then ended by the signal (status 143 or 130 in a shell).
+//! * **`std::process::exit`** runs no destructors: the [`Guard`] does not stop the
+//!   logger, and what is still queued is lost. Call [`shutdown`] (or [`Guard::flush`])
+//!   first.
+//! * Dropping the [`Guard`], [`Guard::stop`] and [`shutdown`] drain, sync and join.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+#[path = "test_hooks.rs"]
+pub mod __test_hooks;
+mod crash;
 mod error;
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+mod global;
 mod handler;
 mod listener;
 mod queue;
 mod record;
 mod ring;
+#[cfg(all(test, loom))]
+mod ring_loom;
 mod sink;
 mod stats;
 mod sync;
 mod wake;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use error::Error;
 pub use format::Format;
+pub use global::shutdown;
 pub use handler::QueueHandler;
+#[doc(hidden)]
+pub use listener::ListenerHooks;
 pub use listener::{ListenerConfig, QueueListener, SyncPolicy};
 pub use log::LevelFilter;
 pub use queue::{Overflow, QueueConfig};
 pub use record::{decode as decode_record, RecordView};
 pub use sink::{FileSink, Sink, StderrSink};
-pub use stats::{Dropped, Stats};
+pub use stats::{Dropped, Stats, SyncLatency};
 
 /// Where a configured sink writes, before it is opened.
 enum SinkSpec {
@@ -118,6 +180,9 @@ pub struct Builder {
     queue: QueueConfig,
     listener: ListenerConfig,
     sinks: Vec<SinkSpec>,
+    drain_on_crash: bool,
+    handle_termination: bool,
+    flush_on_panic: bool,
 }
 
 impl Default for Builder {
@@ -136,6 +201,9 @@ impl Builder {
             },
             listener: ListenerConfig::default(),
             sinks: Vec::new(),
+            drain_on_crash: false,
+            handle_termination: false,
+            flush_on_panic: true,
         }
     }
 
@@ -202,6 +270,47 @@ impl Builder {
         self
     }
 
+    /// The share of the ring only `Warn` and `Error` records may use (default 1/8;
+    /// 0.0 to 0.5): a flood of less severe records is dropped (and counted as
+    /// [`Dropped::queue_full`]) before it can take the last room from an error.
+    pub fn severity_reserve(mut self, share: f64) -> Builder {
+        self.queue.severity_reserve = share;
+        self
+    }
+
+    /// On SIGSEGV, SIGBUS, SIGILL, SIGFPE and SIGABRT, write the records still in the
+    /// queue straight to the first file sink and fsync it, then let the signal end the
+    /// process as before (default off). Once per process. See the crate docs,
+    /// "Durability".
+    pub fn drain_on_crash(mut self, on: bool) -> Builder {
+        self.drain_on_crash = on;
+        self
+    }
+
+    /// With [`Builder::install`]: on SIGTERM or SIGINT, drain the queue, sync and stop
+    /// the listener (as [`shutdown`] does, for at most 10 seconds), then end the
+    /// process by the signal's default action (status 128 + the signal's number in a
+    /// shell). A signal-hook thread does the work, not the signal handler. Default off.
+    pub fn handle_termination(mut self, on: bool) -> Builder {
+        self.handle_termination = on;
+        self
+    }
+
+    /// With [`Builder::install`]: a panic hook, chained before the previous one, logs
+    /// the panic as an error (target `panic`) and flushes, at most 2 seconds, before
+    /// the thread unwinds or the process aborts. Default on.
+    pub fn flush_on_panic(mut self, on: bool) -> Builder {
+        self.flush_on_panic = on;
+        self
+    }
+
+    #[doc(hidden)]
+    /// Test hooks of the listener; not part of the API.
+    pub fn listener_hooks(mut self, hooks: ListenerHooks) -> Builder {
+        self.listener.hooks = hooks;
+        self
+    }
+
     /// Builds the queue and starts its listener without installing anything globally:
     /// log through the returned handler (it implements [`log::Log`]).
     pub fn build(self) -> Result<(QueueHandler, QueueListener), Error> {
@@ -225,6 +334,9 @@ impl Builder {
             });
         }
         let listener = QueueListener::start(&handler, sinks, self.listener)?;
+        if self.drain_on_crash {
+            crash::install(&handler.shared)?;
+        }
         Ok((handler, listener))
     }
 
@@ -232,73 +344,64 @@ impl Builder {
     /// logger. A second install in one process is [`Error::AlreadyInstalled`].
     pub fn install(self) -> Result<Guard, Error> {
         let level = self.queue.level;
+        let (flush_on_panic, handle_termination) = (self.flush_on_panic, self.handle_termination);
         let (handler, listener) = self.build()?;
-        if log::set_boxed_logger(Box::new(handler)).is_err() {
-            // Nothing was logged through it; stopping drains an empty ring.
-            let _ = listener.stop();
-            return Err(Error::AlreadyInstalled);
-        }
+        let installed = global::install(handler, listener)?;
         log::set_max_level(level);
-        Ok(Guard {
-            listener: Some(listener),
-        })
+        if flush_on_panic {
+            global::install_panic_hook();
+        }
+        if handle_termination {
+            global::handle_termination()?;
+        }
+        Ok(Guard { installed })
     }
 }
 
 /// Keeps the global logger's listener running. Dropping it drains the queue, syncs
 /// and joins the listener; log calls after that go to standard error (counted as
-/// [`Dropped::after_stop`]).
+/// [`Dropped::after_stop`]). [`shutdown`] does the same from anywhere.
+///
+/// `std::process::exit` runs no destructors: call [`shutdown`] (or [`Guard::flush`])
+/// before it, or what is still in the queue is lost.
 #[must_use = "dropping the guard stops the logger"]
 #[derive(Debug)]
 pub struct Guard {
-    listener: Option<QueueListener>,
+    installed: &'static global::Installed,
 }
 
 impl Guard {
     /// A durable barrier: returns once every record logged before the call is written
     /// and synced, or the error that prevented it. Never hangs if the listener died.
+    ///
+    /// Threads that flush at the same time share syncs (group commit): the listener
+    /// answers every barrier its last sync covers. A write or sync failure is the
+    /// answer of every barrier waiting when it happens and of the barriers answered
+    /// next, even if the listener rewrote and synced the records again (see
+    /// "Durability" in the crate docs).
     pub fn flush(&self) -> Result<(), Error> {
-        self.listener
-            .as_ref()
-            .map_or(Err(Error::ListenerStopped), QueueListener::flush)
+        self.installed.handler.flush_barrier(None)
     }
 
     /// [`Guard::flush`] that gives up with [`Error::Timeout`] after `timeout`.
     pub fn flush_timeout(&self, timeout: Duration) -> Result<(), Error> {
-        self.listener
-            .as_ref()
-            .map_or(Err(Error::ListenerStopped), |l| l.flush_timeout(timeout))
+        self.installed.handler.flush_barrier(Some(timeout))
     }
 
     /// The queue's counters.
     pub fn stats(&self) -> Stats {
-        self.listener
-            .as_ref()
-            .map(QueueListener::stats)
-            .unwrap_or_default()
+        self.installed.handler.stats()
     }
 
     /// Stops the logger now and returns the final counters (what dropping does,
-    /// with the result).
-    pub fn stop(mut self) -> Result<Stats, Error> {
-        self.stop_in_place()
-    }
-
-    fn stop_in_place(&mut self) -> Result<Stats, Error> {
-        let Some(mut listener) = self.listener.take() else {
-            return Err(Error::ListenerStopped);
-        };
-        listener
-            .handler()
-            .shared
-            .closed
-            .store(true, Ordering::Relaxed);
-        listener.stop_in_place()
+    /// with the result). After [`shutdown`], the same counters again.
+    pub fn stop(self) -> Result<Stats, Error> {
+        global::stop(self.installed, None)
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = self.stop_in_place();
+        let _ = global::stop(self.installed, None);
     }
 }

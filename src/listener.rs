@@ -10,10 +10,37 @@
 //! log) ever runs on it. When it has something to say about itself (records dropped,
 //! a sink failing) it writes the line into the sinks' buffers directly, never through
 //! its own queue.
+//!
+//! # Failures
+//!
+//! * Every sink call runs under `catch_unwind`: a sink that panics fails that call
+//!   (counted in [`Stats::sink_panics`]) and the other sinks are served as usual.
+//! * A failed write (disk full) loses that batch for that sink: counted in
+//!   [`Stats::lost`], and the sink is left alone with exponential backoff (10 ms
+//!   doubling to 1 s; records meanwhile are lost to it too). The first write that
+//!   succeeds again starts with one line `quelog: N records lost (reason)`.
+//! * A failed sync (fsyncgate): the listener keeps every byte written to a sink since
+//!   its last good sync (up to `MAX_KEPT_BYTES`, 16 MiB); after a failure it calls
+//!   [`Sink::prepare_rewrite`] (reopen; [`crate::FileSink`] also cuts back to the last
+//!   good sync), rewrites them, and syncs again ([`Stats::sync_rewrites`], and a line
+//!   `quelog: sync failed (reason); rewrote ...`). If that fails too, those records
+//!   are counted lost.
+//! * Each failure is the answer of every flush barrier pending when it happened and of
+//!   the barriers answered next; a failed sync is reported even when the rewrite
+//!   succeeded (the message says so). Once answered, a failure is not repeated: a
+//!   thread that flushes later sees `Ok`, and the counters and the log line remain.
+//!
+//! # The crash drain
+//!
+//! The listener holds the ring's consuming token (see [`crate::ring`]) from taking
+//! records until they are written and synced. It publishes the descriptor of its first
+//! file sink for the fatal-signal drain when it starts, again after a reopen (holding
+//! the token), and withdraws it before its sinks close.
 
 use std::collections::HashMap;
+use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -57,6 +84,19 @@ pub struct ListenerConfig {
     /// How long a stop waits for records that are claimed but not yet published
     /// (their producer was interrupted) before giving up on them.
     pub stop_grace: Duration,
+    #[doc(hidden)]
+    /// Test hooks; not part of the API.
+    pub hooks: ListenerHooks,
+}
+
+/// Test hooks of a listener (not part of the API; for quelog's own tests).
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct ListenerHooks {
+    /// While set, the listener takes nothing off the ring (until a stop is requested).
+    pub hold: Option<Arc<AtomicBool>>,
+    /// Once set, the listener thread panics outside any `catch_unwind` and dies.
+    pub die: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ListenerConfig {
@@ -66,6 +106,7 @@ impl Default for ListenerConfig {
             local_time: false,
             max_batch: 4096,
             stop_grace: Duration::from_secs(2),
+            hooks: ListenerHooks::default(),
         }
     }
 }
@@ -77,21 +118,99 @@ const MAX_IDLE_SLEEP: Duration = Duration::from_millis(50);
 /// How long a failing sink is left alone at most before the next attempt.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
+/// The first backoff after a failed write.
+const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(10);
+
+/// The most bytes written to one sink since its last good sync that the listener keeps
+/// to rewrite after a failed sync. Past it (`SyncPolicy::Never` or a long interval
+/// under load), the copy is dropped, and a failed sync then counts the records since
+/// the last good sync as lost instead of rewriting them.
+pub(crate) const MAX_KEPT_BYTES: usize = 16 << 20;
+
 /// A sink with its level filter and what the listener tracks about it.
 struct SinkSlot {
     sink: Box<dyn Sink>,
     level: LevelFilter,
+    /// Lines formatted for this sink and not yet written.
     buffer: Vec<u8>,
     /// Records in `buffer`.
     buffered: u64,
+    /// Bytes written since the last good sync, to rewrite if the next sync fails.
+    kept: Vec<u8>,
+    /// Records in `kept` (also counted when `kept` overflowed).
+    kept_records: u64,
+    /// `kept` holds everything written since the last good sync.
+    kept_complete: bool,
     /// Written since the last sync.
     dirty: bool,
     /// Records lost since the sink last wrote successfully, and why.
     lost_unreported: u64,
     last_error: Option<String>,
+    last_error_kind: io::ErrorKind,
     /// While failing: no attempt before this instant.
     retry_at: Option<Instant>,
     backoff: Duration,
+}
+
+impl SinkSlot {
+    fn new(sink: Box<dyn Sink>, level: LevelFilter) -> SinkSlot {
+        SinkSlot {
+            sink,
+            level,
+            buffer: Vec::new(),
+            buffered: 0,
+            kept: Vec::new(),
+            kept_records: 0,
+            kept_complete: true,
+            dirty: false,
+            lost_unreported: 0,
+            last_error: None,
+            last_error_kind: io::ErrorKind::Other,
+            retry_at: None,
+            backoff: FIRST_RETRY_BACKOFF,
+        }
+    }
+
+    /// Starts the backoff after a failure.
+    fn back_off(&mut self, now: Instant, kind: io::ErrorKind, reason: String) {
+        self.last_error = Some(reason);
+        self.last_error_kind = kind;
+        self.retry_at = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_RETRY_BACKOFF);
+    }
+
+    /// Forgets the bytes kept for a rewrite: synced, or beyond saving.
+    fn forget_kept(&mut self) {
+        self.kept.clear();
+        self.kept_records = 0;
+        self.kept_complete = true;
+    }
+}
+
+/// The text of an I/O error without Rust's " (os error N)" suffix: "No space left on
+/// device".
+pub(crate) fn reason(error: &io::Error) -> String {
+    let text = error.to_string();
+    match error.raw_os_error() {
+        Some(code) => {
+            let suffix = format!(" (os error {code})");
+            text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
+        }
+        None => text,
+    }
+}
+
+/// Calls a sink, turning a panic into an error (and counting it).
+fn guarded<T>(counters: &Counters, call: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|payload| {
+        Counters::add(&counters.sink_panics, 1);
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string payload".to_owned());
+        Err(io::Error::other(format!("sink panicked: {what}")))
+    })
 }
 
 /// The consumer of one queue: a thread that drains it into sinks.
@@ -135,20 +254,14 @@ impl QueueListener {
         {
             return Err(Error::AlreadyListening);
         }
-        let slots = sinks
+        let slots: Vec<SinkSlot> = sinks
             .into_iter()
-            .map(|(sink, level)| SinkSlot {
-                sink,
-                level,
-                buffer: Vec::new(),
-                buffered: 0,
-                dirty: false,
-                lost_unreported: 0,
-                last_error: None,
-                retry_at: None,
-                backoff: Duration::from_millis(10),
-            })
+            .map(|(sink, level)| SinkSlot::new(sink, level))
             .collect();
+        // No consumer runs on this ring now (the flag above), so the crash drain's
+        // descriptor may be set without the consuming token; the sinks it names live
+        // until the listener ends, which resets it.
+        publish_crash_fd(&shared, &slots);
         let thread_shared = Arc::clone(&shared);
         let spawned = with_signals_blocked(|| {
             std::thread::Builder::new()
@@ -161,6 +274,7 @@ impl QueueListener {
                 thread: Some(thread),
             }),
             Err(e) => {
+                shared.crash_fd.store(-1, Ordering::Relaxed);
                 shared.listener_running.store(false, Ordering::Release);
                 Err(Error::Spawn(e))
             }
@@ -171,6 +285,10 @@ impl QueueListener {
     /// to its sinks and synced, or the error that prevented it. Never hangs if the
     /// listener dies; returns [`Error::WouldDeadlock`] at once if called from inside a
     /// log call or on the listener thread.
+    ///
+    /// Concurrent flushes share syncs (group commit); a failure is the answer of every
+    /// flush waiting when it happens and of the flushes answered next (see the module
+    /// docs).
     pub fn flush(&self) -> Result<(), Error> {
         self.handler.flush_barrier(None)
     }
@@ -211,8 +329,28 @@ impl QueueListener {
         }
     }
 
-    pub(crate) fn handler(&self) -> &QueueHandler {
-        &self.handler
+    /// [`QueueListener::stop_in_place`] that waits at most `timeout` for the thread to
+    /// finish; [`Error::Timeout`] if it did not (it is left to finish on its own).
+    pub(crate) fn stop_within(&mut self, timeout: Duration) -> Result<Stats, Error> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(self.stats());
+        };
+        let _ = self.handler.shared.control_tx.send(Control::Stop);
+        self.handler.shared.waker.wake();
+        if crate::handler::waiting_here_could_deadlock() {
+            return Err(Error::WouldDeadlock);
+        }
+        let deadline = Instant::now() + timeout;
+        while !thread.is_finished() {
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        match thread.join() {
+            Ok(()) => Ok(self.stats()),
+            Err(_) => Err(Error::ListenerStopped),
+        }
     }
 }
 
@@ -249,6 +387,17 @@ fn unsafe_zeroed_sigset() -> libc::sigset_t {
     unsafe { std::mem::zeroed() }
 }
 
+/// Sets the descriptor and level the fatal-signal drain writes with: the first sink
+/// that has a descriptor (a [`crate::FileSink`]), or none.
+fn publish_crash_fd(shared: &Shared, sinks: &[SinkSlot]) {
+    let found = sinks
+        .iter()
+        .find_map(|slot| slot.sink.raw_fd().map(|fd| (fd, slot.level)));
+    let (fd, level) = found.unwrap_or((-1, LevelFilter::Off));
+    shared.crash_level.store(level as usize, Ordering::Relaxed);
+    shared.crash_fd.store(fd, Ordering::Relaxed);
+}
+
 /// Clears `listener_running` and answers every queued control request when the
 /// listener thread ends, however it ends (a panic included).
 struct RunningFlag<'a>(&'a Shared);
@@ -268,6 +417,7 @@ fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerConfig) {
     mark_listener_thread();
     let _running = RunningFlag(&shared);
     let Some(consumer) = shared.ring.take_consumer() else {
+        shared.crash_fd.store(-1, Ordering::Relaxed);
         return;
     };
     let mut listener = Listener {
@@ -287,6 +437,15 @@ fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerConfig) {
     listener.run();
 }
 
+/// A flush barrier waiting for the listener.
+struct PendingFlush {
+    /// Ring position: everything before it must be written and synced.
+    upto: u64,
+    ack: crossbeam_channel::Sender<Result<(), Error>>,
+    /// The first failure while it waited.
+    error: Option<Error>,
+}
+
 struct Listener<'a> {
     shared: &'a Shared,
     consumer: Consumer<'a>,
@@ -298,12 +457,33 @@ struct Listener<'a> {
     /// The line being formatted (reused).
     line: Vec<u8>,
     reported_drops: Dropped,
-    /// Flush barriers waiting: ring position and where to answer.
-    pending_flushes: Vec<(u64, crossbeam_channel::Sender<Result<(), Error>>)>,
-    /// The first write or sync failure since the last barrier was answered.
+    pending_flushes: Vec<PendingFlush>,
+    /// The first failure since the last barriers were answered, for barriers that
+    /// arrive after it.
     failure_since_ack: Option<Error>,
     last_sync: Instant,
     config: ListenerConfig,
+}
+
+impl Drop for Listener<'_> {
+    fn drop(&mut self) {
+        // The sinks close after this: the crash drain must not use their descriptor.
+        // Under the token, so a drain starting later sees -1; if a drain owns the ring
+        // already, let it finish with the descriptor first (bounded).
+        if self.consumer.hold() {
+            self.shared.crash_fd.store(-1, Ordering::Relaxed);
+        } else {
+            let deadline = Instant::now() + crate::crash::LISTENER_WAIT;
+            while !self.shared.ring.crash_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.shared.crash_fd.store(-1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn flag_set(flag: &Option<Arc<AtomicBool>>) -> bool {
+    flag.as_ref().is_some_and(|f| f.load(Ordering::Acquire))
 }
 
 impl Listener<'_> {
@@ -313,25 +493,50 @@ impl Listener<'_> {
         loop {
             while let Ok(request) = self.shared.control_rx.try_recv() {
                 match request {
-                    Control::Flush { upto, ack } => self.pending_flushes.push((upto, ack)),
+                    Control::Flush { upto, ack } => self.pending_flushes.push(PendingFlush {
+                        upto,
+                        ack,
+                        error: None,
+                    }),
                     Control::Stop => {
                         stop_requested.get_or_insert_with(Instant::now);
                     }
                 }
             }
+            if flag_set(&self.config.hooks.die) {
+                // Not caught: the thread ends as if quelog itself had a bug.
+                panic!("quelog test hook: the listener thread dies");
+            }
+            if stop_requested.is_none() && flag_set(&self.config.hooks.hold) {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            if !self.consumer.hold() {
+                // A fatal-signal handler owns the ring: the process is about to end.
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
 
             let (taken, next) = self.drain_batch();
-            self.write_out();
-            let synced = self.sync_by_policy(taken);
-            self.answer_flushes(synced);
-
-            if let Some(since) = stop_requested {
+            self.write_out(false);
+            let position = self.consumer.position();
+            let barrier_due = self.pending_flushes.iter().any(|p| p.upto <= position);
+            if barrier_due || self.sync_due(taken) {
+                self.sync_all();
+            }
+            let finished = stop_requested.is_some_and(|since| {
                 let out_of_time = since.elapsed() >= self.config.stop_grace;
-                if self.consumer.is_empty() || (next == Pop::Pending && out_of_time) {
-                    self.sync_all();
-                    self.answer_flushes(true);
-                    return;
-                }
+                self.consumer.is_empty() || (next == Pop::Pending && out_of_time)
+            });
+            if finished {
+                // Last chance for a failing sink to say what it lost.
+                self.write_out(true);
+                self.sync_all();
+            }
+            self.consumer.release();
+            self.answer_flushes();
+            if finished {
+                return;
             }
 
             if taken > 0 {
@@ -363,6 +568,15 @@ impl Listener<'_> {
                 idle_sleep.min(due).max(Duration::from_millis(1))
             }
             _ => idle_sleep,
+        }
+    }
+
+    /// Whether the sync policy asks for a sync now, after taking `taken` records.
+    fn sync_due(&self, taken: usize) -> bool {
+        match self.config.sync {
+            SyncPolicy::EveryRecord | SyncPolicy::EveryBatch => taken > 0,
+            SyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
+            SyncPolicy::Never => false,
         }
     }
 
@@ -421,14 +635,17 @@ impl Listener<'_> {
         for (total, reported, reason) in reasons {
             if total > reported {
                 let text = format!("{} records dropped ({reason})", total - reported);
-                self.notice(log::Level::Warn, &text, None);
+                let line = self.notice_line(log::Level::Warn, &text);
+                for slot in &mut self.sinks {
+                    slot.buffer.extend_from_slice(&line);
+                }
             }
         }
         self.reported_drops = now;
     }
 
-    /// Formats a line from quelog itself into the sinks' buffers (all of them, or one).
-    fn notice(&mut self, level: log::Level, text: &str, only: Option<usize>) {
+    /// Formats a line from quelog itself: level, target `quelog`, thread `quelog/0`.
+    fn notice_line(&mut self, level: log::Level, text: &str) -> Vec<u8> {
         let view = RecordView {
             timestamp_nanos: now_nanos(),
             thread_id: 0,
@@ -442,135 +659,236 @@ impl Listener<'_> {
             nested: false,
             format_error: false,
         };
-        self.line.clear();
-        self.formatter.write(&view, Some("quelog"), &mut self.line);
-        for (index, slot) in self.sinks.iter_mut().enumerate() {
-            if only.is_none_or(|i| i == index) {
-                slot.buffer.extend_from_slice(&self.line);
-            }
-        }
+        let mut line = Vec::new();
+        self.formatter.write(&view, Some("quelog"), &mut line);
+        line
     }
 
-    /// Writes every sink's buffer with one call each.
-    fn write_out(&mut self) {
+    /// Records a failure: the answer of every barrier waiting now, and of the barriers
+    /// answered next.
+    fn fail(&mut self, error: Error) {
+        for pending in &mut self.pending_flushes {
+            pending.error.get_or_insert_with(|| error.duplicate());
+        }
+        self.failure_since_ack.get_or_insert(error);
+    }
+
+    /// Writes every sink's buffer with one call each. `final_attempt` (at stop): also
+    /// write a pending "records lost" line, backoff or not.
+    fn write_out(&mut self, final_attempt: bool) {
+        let shared = self.shared;
         let mut lost_in_batch = 0;
         let mut accepted_in_batch = 0;
         for index in 0..self.sinks.len() {
-            let Some(slot) = self.sinks.get_mut(index) else {
+            let Some(slot) = self.sinks.get(index) else {
                 continue;
             };
-            if slot.buffer.is_empty() {
+            let report_loss = slot.lost_unreported > 0;
+            if slot.buffer.is_empty() && !(final_attempt && report_loss) {
                 continue;
             }
-            accepted_in_batch = accepted_in_batch.max(slot.buffered);
             let now = Instant::now();
-            if slot.retry_at.is_some_and(|at| now < at) {
+            if !final_attempt && slot.retry_at.is_some_and(|at| now < at) {
                 // Still backing off: these records are lost to this sink.
-                slot.lost_unreported += slot.buffered;
-                lost_in_batch = lost_in_batch.max(slot.buffered);
-                slot.buffer.clear();
-                slot.buffered = 0;
-                continue;
-            }
-            if slot.lost_unreported > 0 {
-                let why = slot.last_error.clone().unwrap_or_default();
-                let text = format!("{} records lost ({why})", slot.lost_unreported);
-                let pending = std::mem::take(&mut slot.buffer);
-                self.notice(log::Level::Error, &text, Some(index));
                 let Some(slot) = self.sinks.get_mut(index) else {
                     continue;
                 };
-                slot.buffer.extend_from_slice(&pending);
+                let buffered = slot.buffered;
+                accepted_in_batch = accepted_in_batch.max(buffered);
+                lost_in_batch = lost_in_batch.max(buffered);
+                slot.lost_unreported += buffered;
+                slot.buffer.clear();
+                slot.buffered = 0;
+                if buffered > 0 {
+                    let why = slot.last_error.clone().unwrap_or_default();
+                    let kind = slot.last_error_kind;
+                    self.fail(Error::Sink {
+                        kind,
+                        message: format!("{buffered} records lost: sink failing ({why})"),
+                    });
+                }
+                continue;
+            }
+            let notice = if report_loss {
+                let why = slot.last_error.clone().unwrap_or_default();
+                let text = format!("{} records lost ({why})", slot.lost_unreported);
+                Some(self.notice_line(log::Level::Error, &text))
+            } else {
+                None
+            };
+            let Some(slot) = self.sinks.get_mut(index) else {
+                continue;
+            };
+            if let Some(notice) = notice {
+                slot.buffer.splice(0..0, notice);
+            }
+            accepted_in_batch = accepted_in_batch.max(slot.buffered);
+            let result = guarded(&shared.counters, || slot.sink.write_batch(&slot.buffer));
+            match result {
+                Ok(()) => {
+                    Counters::add(&shared.counters.bytes, slot.buffer.len() as u64);
+                    slot.dirty = true;
+                    slot.lost_unreported = 0;
+                    slot.retry_at = None;
+                    slot.backoff = FIRST_RETRY_BACKOFF;
+                    // Keep what was written until it is synced (fsyncgate). Usually
+                    // nothing is kept yet, and the buffers just trade places.
+                    if slot.kept_complete {
+                        if slot.kept.is_empty() {
+                            std::mem::swap(&mut slot.kept, &mut slot.buffer);
+                        } else {
+                            slot.kept.extend_from_slice(&slot.buffer);
+                        }
+                        if slot.kept.len() > MAX_KEPT_BYTES {
+                            slot.kept = Vec::new();
+                            slot.kept_complete = false;
+                        }
+                    }
+                    slot.kept_records += slot.buffered;
+                }
+                Err(error) => {
+                    Counters::add(&shared.counters.write_errors, 1);
+                    slot.lost_unreported += slot.buffered;
+                    lost_in_batch = lost_in_batch.max(slot.buffered);
+                    slot.back_off(now, error.kind(), reason(&error));
+                    self.fail(Error::sink(&error));
+                }
             }
             let Some(slot) = self.sinks.get_mut(index) else {
                 continue;
             };
-            let result = catch_unwind(AssertUnwindSafe(|| slot.sink.write_batch(&slot.buffer)))
-                .unwrap_or_else(|_| Err(std::io::Error::other("sink panicked")));
-            match result {
-                Ok(()) => {
-                    Counters::add(&self.shared.counters.bytes, slot.buffer.len() as u64);
-                    slot.dirty = true;
-                    slot.lost_unreported = 0;
-                    slot.retry_at = None;
-                    slot.backoff = Duration::from_millis(10);
-                }
-                Err(error) => {
-                    Counters::add(&self.shared.counters.write_errors, 1);
-                    slot.lost_unreported += slot.buffered;
-                    lost_in_batch = lost_in_batch.max(slot.buffered);
-                    slot.last_error = Some(error.to_string());
-                    slot.retry_at = Some(now + slot.backoff);
-                    slot.backoff = (slot.backoff * 2).min(MAX_RETRY_BACKOFF);
-                    self.failure_since_ack
-                        .get_or_insert_with(|| Error::sink(&error));
-                }
-            }
             slot.buffer.clear();
             slot.buffered = 0;
         }
-        let counters = &self.shared.counters;
+        let counters = &shared.counters;
         Counters::add(&counters.lost, lost_in_batch);
         Counters::add(&counters.written, accepted_in_batch - lost_in_batch);
     }
 
-    /// Syncs if the policy says so now; returns whether every dirty sink got synced.
-    fn sync_by_policy(&mut self, taken: usize) -> bool {
-        let due = match self.config.sync {
-            SyncPolicy::EveryRecord | SyncPolicy::EveryBatch => taken > 0,
-            SyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
-            SyncPolicy::Never => false,
-        };
-        if due {
-            self.sync_all();
-        }
-        due
-    }
-
+    /// Syncs every sink written since its last sync; a failed sync is recovered from
+    /// as the module docs say.
     fn sync_all(&mut self) {
-        for slot in &mut self.sinks {
+        let shared = self.shared;
+        for index in 0..self.sinks.len() {
+            let Some(slot) = self.sinks.get_mut(index) else {
+                continue;
+            };
             if !slot.dirty {
                 continue;
             }
-            let result = catch_unwind(AssertUnwindSafe(|| slot.sink.sync()))
-                .unwrap_or_else(|_| Err(std::io::Error::other("sink panicked in sync")));
+            let started = Instant::now();
+            let result = guarded(&shared.counters, || slot.sink.sync());
+            shared.counters.sync_latency.record(started.elapsed());
             match result {
-                Ok(()) => Counters::add(&self.shared.counters.syncs, 1),
+                Ok(()) => {
+                    Counters::add(&shared.counters.syncs, 1);
+                    slot.dirty = false;
+                    slot.forget_kept();
+                }
                 Err(error) => {
-                    Counters::add(&self.shared.counters.sync_errors, 1);
-                    self.failure_since_ack
-                        .get_or_insert_with(|| Error::sink(&error));
+                    Counters::add(&shared.counters.sync_errors, 1);
+                    self.recover_sync(index, &error);
                 }
             }
-            slot.dirty = false;
         }
         self.last_sync = Instant::now();
     }
 
+    /// After a failed sync of sink `index`: reopen, rewrite everything since the last
+    /// good sync, sync again; or count those records lost.
+    fn recover_sync(&mut self, index: usize, error: &io::Error) {
+        let shared = self.shared;
+        let why = reason(error);
+        let Some(slot) = self.sinks.get_mut(index) else {
+            return;
+        };
+        let records = slot.kept_records;
+        let bytes = slot.kept.len();
+        let outcome = if slot.kept_complete {
+            guarded(&shared.counters, || slot.sink.prepare_rewrite())
+                .and_then(|()| {
+                    let written = guarded(&shared.counters, || slot.sink.write_batch(&slot.kept));
+                    if written.is_err() {
+                        Counters::add(&shared.counters.write_errors, 1);
+                    }
+                    written
+                })
+                .and_then(|()| {
+                    let started = Instant::now();
+                    let synced = guarded(&shared.counters, || slot.sink.sync());
+                    shared.counters.sync_latency.record(started.elapsed());
+                    if synced.is_err() {
+                        Counters::add(&shared.counters.sync_errors, 1);
+                    }
+                    synced
+                })
+        } else {
+            Err(io::Error::other(format!(
+                "more than {MAX_KEPT_BYTES} bytes since the last good sync, not kept"
+            )))
+        };
+        slot.dirty = false;
+        slot.forget_kept();
+        // The sink may have a new descriptor; we hold the consuming token here.
+        publish_crash_fd(shared, &self.sinks);
+        match outcome {
+            Ok(()) => {
+                Counters::add(&shared.counters.sync_rewrites, 1);
+                Counters::add(&shared.counters.syncs, 1);
+                let text = format!(
+                    "sync failed ({why}); rewrote the {bytes} bytes ({records} records) \
+                     written since the last good sync and synced them again"
+                );
+                let line = self.notice_line(log::Level::Warn, &text);
+                if let Some(slot) = self.sinks.get_mut(index) {
+                    slot.buffer.extend_from_slice(&line);
+                }
+                self.fail(Error::Sink {
+                    kind: error.kind(),
+                    message: format!(
+                        "sync failed ({why}); the records since the last good sync were \
+                         rewritten and synced again"
+                    ),
+                });
+            }
+            Err(again) => {
+                shared.counters.written_became_lost(records);
+                if let Some(slot) = self.sinks.get_mut(index) {
+                    slot.lost_unreported += records;
+                    slot.back_off(Instant::now(), error.kind(), why.clone());
+                }
+                self.fail(Error::Sink {
+                    kind: error.kind(),
+                    message: format!(
+                        "sync failed ({why}) and so did the rewrite ({}); {records} records \
+                         since the last good sync are not durable",
+                        reason(&again)
+                    ),
+                });
+            }
+        }
+    }
+
     /// Answers the flush barriers whose records have all been taken off the ring (and,
-    /// by now, written). Syncs first unless `synced` says that just happened.
-    fn answer_flushes(&mut self, synced: bool) {
+    /// by now, written and synced: the caller synced if any was due).
+    fn answer_flushes(&mut self) {
         let position = self.consumer.position();
-        if !self
-            .pending_flushes
-            .iter()
-            .any(|(upto, _)| *upto <= position)
-        {
+        if !self.pending_flushes.iter().any(|p| p.upto <= position) {
             return;
         }
-        if !synced {
-            self.sync_all();
-        }
         let failure = self.failure_since_ack.take();
-        self.pending_flushes.retain(|(upto, ack)| {
-            if *upto > position {
+        let counters = &self.shared.counters;
+        self.pending_flushes.retain_mut(|pending| {
+            if pending.upto > position {
                 return true;
             }
-            let answer = match &failure {
-                None => Ok(()),
-                Some(error) => Err(error.duplicate()),
+            let answer = match (pending.error.take(), &failure) {
+                (Some(error), _) => Err(error),
+                (None, Some(error)) => Err(error.duplicate()),
+                (None, None) => Ok(()),
             };
-            let _ = ack.send(answer);
+            Counters::add(&counters.flushes, 1);
+            let _ = pending.ack.send(answer);
             false
         });
     }

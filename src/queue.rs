@@ -2,7 +2,7 @@
 //! control channel. The record path is the ring; crossbeam-channel carries only
 //! control messages (flush barriers, stop), where blocking is fine.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -49,6 +49,10 @@ pub struct QueueConfig {
     /// `max_record` bytes: how many threads may format a long message at once before
     /// further long messages are cut. Up to 64; default 4.
     pub scratch_buffers: usize,
+    /// The share of the ring only `Warn` and `Error` records may use, so a flood of
+    /// `Info`, `Debug` or `Trace` can never take the last room from an error. From 0.0
+    /// to 0.5; default 0.125 (1/8).
+    pub severity_reserve: f64,
 }
 
 impl Default for QueueConfig {
@@ -59,6 +63,7 @@ impl Default for QueueConfig {
             level: LevelFilter::Trace,
             max_record: 64 << 10,
             scratch_buffers: 4,
+            severity_reserve: 0.125,
         }
     }
 }
@@ -78,6 +83,12 @@ impl QueueConfig {
                 self.max_record
             )));
         }
+        if !(0.0..=0.5).contains(&self.severity_reserve) {
+            return Err(Error::InvalidConfig(format!(
+                "severity_reserve {} is outside 0.0..=0.5",
+                self.severity_reserve
+            )));
+        }
         if self.scratch_buffers > 64 {
             return Err(Error::InvalidConfig(format!(
                 "scratch_buffers {} is more than 64",
@@ -91,6 +102,7 @@ impl QueueConfig {
 /// Requests to the listener. Never sent from the record path.
 pub(crate) enum Control {
     /// Write and sync everything before ring position `upto`, then answer.
+    /// Barriers that are answered together share one sync (group commit).
     Flush {
         upto: u64,
         ack: Sender<Result<(), Error>>,
@@ -108,6 +120,13 @@ pub(crate) struct Shared {
     pub(crate) level: LevelFilter,
     pub(crate) overflow: Overflow,
     pub(crate) max_message: usize,
+    /// Slots that records below `Warn` must leave free (the severity reserve).
+    pub(crate) reserve_slots: usize,
+    /// The raw descriptor of the file a fatal-signal drain writes to (-1: none), kept
+    /// current by the listener while it holds the ring's consuming token.
+    pub(crate) crash_fd: AtomicI32,
+    /// The level filter of that file's sink, as `LevelFilter as usize`.
+    pub(crate) crash_level: AtomicUsize,
     /// The listener was stopped for good: producers write to stderr instead.
     pub(crate) closed: AtomicBool,
     /// A listener thread is serving this queue.
@@ -121,6 +140,7 @@ impl Shared {
         config.validate()?;
         let ring = Ring::with_slots(config.capacity.div_ceil(SLOT_BYTES));
         let max_message = config.max_record.min(ring.max_payload());
+        let reserve_slots = (ring.slots() as f64 * config.severity_reserve) as usize;
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         Ok(Shared {
             ring,
@@ -130,6 +150,9 @@ impl Shared {
             level: config.level,
             overflow: config.overflow,
             max_message,
+            reserve_slots,
+            crash_fd: AtomicI32::new(-1),
+            crash_level: AtomicUsize::new(LevelFilter::Off as usize),
             closed: AtomicBool::new(false),
             listener_running: AtomicBool::new(false),
             control_tx,

@@ -34,6 +34,32 @@
 //! published (its producer stalled, perhaps interrupted by a signal) stays at
 //! `seq == q` for its old lap, which reads as "not free" to this lap: drop, never spin.
 //!
+//! # The severity reserve
+//!
+//! [`Ring::try_claim_leaving`] takes a number of slots `reserve` that the claim must
+//! leave free: instead of the claim's last slot `last`, it checks the slot at
+//! `last + reserve`. By the same argument as above, `seq == last + reserve` means the
+//! consumer has freed every position up to `last + reserve - lap`, so after the claim
+//! at least `reserve` slots are still free for this lap. Ordinary records claim with a
+//! reserve, warnings and errors without one, so a flood of the former cannot take the
+//! last slots from the latter. A `seq` above `last + reserve` means someone claimed
+//! past that position already (our `tail` is stale), one below means the slot still
+//! belongs to the previous lap (full, for this claim).
+//!
+//! # Who consumes: the listener or a crash
+//!
+//! Records have one reader at a time. The listener's [`Consumer`] holds the
+//! `consuming` token (bit `CONSUMER_ACTIVE`) from the moment it takes records off the
+//! ring until the bytes of those records are in its sinks ([`Consumer::hold`] ..
+//! [`Consumer::release`]), and publishes its position in `resume_at` when it lets go.
+//! A fatal-signal handler sets `CRASH_CLAIMED` with one `fetch_or`: from then on the
+//! listener cannot take the token again, and once the listener's bit is clear the
+//! handler owns every record from `resume_at` on ([`Ring::crash_drain`]). A record is
+//! therefore written by the listener or by the crash handler, never by both: the
+//! listener's records are out of the ring only while it holds the token, and it lets
+//! go only after they are written. The handler sets `CRASH_DONE` when it is finished,
+//! so a second thread that crashes at the same time can wait for it.
+//!
 //! Every record starts with an 8-byte frame: its total length and flags, so the
 //! consumer knows how many slots to read and free. The rest is opaque bytes; the
 //! record layout belongs to [`crate::record`].
@@ -53,6 +79,14 @@ pub(crate) const MIN_SLOTS: usize = 16;
 
 /// The most slots a ring may have (1 GiB of record data).
 pub(crate) const MAX_SLOTS: usize = 1 << 24;
+
+/// `consuming` bit: the listener's consumer is taking records out and writing them.
+const CONSUMER_ACTIVE: u64 = 1;
+/// `consuming` bit: a fatal-signal handler claimed the ring; the listener never
+/// consumes again.
+const CRASH_CLAIMED: u64 = 2;
+/// `consuming` bit: the fatal-signal handler finished its drain.
+const CRASH_DONE: u64 = 4;
 
 /// `[length: u32 LE][flags: u32 LE]` in front of every record.
 const FRAME_BYTES: usize = 8;
@@ -82,8 +116,11 @@ pub(crate) struct Ring {
     /// Next position to claim. Producers CAS it forward by the slots they need.
     tail: CachePadded<AtomicU64>,
     consumer_taken: AtomicBool,
-    /// Where the next consumer starts: the last consumer's position when it ended.
+    /// Where the next reader starts: the consumer's position when it last released the
+    /// `consuming` token (or ended).
     resume_at: AtomicU64,
+    /// `CONSUMER_ACTIVE | CRASH_CLAIMED | CRASH_DONE`: see the module docs.
+    consuming: AtomicU64,
     seqs: Box<[AtomicU64]>,
     chunks: Box<[UnsafeCell<Chunk>]>,
     mask: u64,
@@ -111,6 +148,7 @@ impl Ring {
             tail: CachePadded(AtomicU64::new(0)),
             consumer_taken: AtomicBool::new(false),
             resume_at: AtomicU64::new(0),
+            consuming: AtomicU64::new(0),
             seqs,
             chunks,
             mask: slots as u64 - 1,
@@ -148,18 +186,32 @@ impl Ring {
     /// Bounded steps: at most [`CLAIM_ATTEMPTS`] loads and CASes; never waits for
     /// another thread, never allocates, never panics.
     pub(crate) fn try_claim(&self, payload_len: usize) -> Result<Claim<'_>, ClaimError> {
+        self.try_claim_leaving(payload_len, 0)
+    }
+
+    /// [`Ring::try_claim`] that also leaves `reserve` slots free after the claim (the
+    /// severity reserve, see the module docs); `reserve` is capped at half the ring.
+    pub(crate) fn try_claim_leaving(
+        &self,
+        payload_len: usize,
+        reserve: usize,
+    ) -> Result<Claim<'_>, ClaimError> {
         if payload_len > self.max_payload() {
             return Err(ClaimError::TooLarge);
         }
         let len = FRAME_BYTES + payload_len;
         let need = len.div_ceil(SLOT_BYTES) as u64;
+        // need <= slots / 2 (max_payload) and reserve <= slots / 2: the slot checked is
+        // at most one lap past `tail`, where its stamp still means what we test.
+        let reserve = reserve.min(self.slots() / 2) as u64;
         let mut tail = self.tail.load(Ordering::Relaxed);
         for _ in 0..CLAIM_ATTEMPTS {
             let last = tail + need - 1;
-            // Acquire pairs with the consumer's release when it freed `last`: once we
+            let guard = last + reserve;
+            // Acquire pairs with the consumer's release when it freed `guard`: once we
             // see it free, the consumer is done reading every slot up to it.
-            let seq = self.seq(last).load(Ordering::Acquire);
-            if seq == last {
+            let seq = self.seq(guard).load(Ordering::Acquire);
+            if seq == guard {
                 // Free for this lap. The CAS makes the claim exclusive: it succeeds only
                 // if nobody claimed from `tail` since we read it.
                 match self.tail.compare_exchange_weak(
@@ -182,12 +234,12 @@ impl Ring {
                     }
                     Err(now) => tail = now,
                 }
-            } else if seq < last {
+            } else if seq < guard {
                 // The slot still belongs to the previous lap: unread, or claimed and
                 // not yet published. Either way it is not ours to wait for.
                 return Err(ClaimError::Full);
             } else {
-                // Someone claimed past `last` already: our `tail` is stale.
+                // Someone claimed past `guard` already: our `tail` is stale.
                 tail = self.tail.load(Ordering::Relaxed);
             }
         }
@@ -203,7 +255,103 @@ impl Ring {
         Some(Consumer {
             ring: self,
             head: self.resume_at.load(Ordering::Acquire),
+            holding: false,
         })
+    }
+
+    /// Fatal-signal side: claims the ring for a crash drain, once per process. Returns
+    /// `false` if another crash claimed it first. Async-signal-safe (one `fetch_or`).
+    pub(crate) fn crash_claim(&self) -> bool {
+        self.consuming.fetch_or(CRASH_CLAIMED, Ordering::AcqRel) & CRASH_CLAIMED == 0
+    }
+
+    /// Fatal-signal side: whether the listener still holds the `consuming` token (it
+    /// is writing records it took out of the ring). After [`Ring::crash_claim`] it
+    /// cannot take the token again, so once this is `false` it stays `false`.
+    pub(crate) fn consumer_active(&self) -> bool {
+        self.consuming.load(Ordering::Acquire) & CONSUMER_ACTIVE != 0
+    }
+
+    /// Fatal-signal side: the records not yet taken by the listener, for the thread
+    /// whose [`Ring::crash_claim`] returned `true`. `None` while the listener holds the
+    /// token or if the ring was not claimed for a crash.
+    pub(crate) fn crash_drain(&self) -> Option<CrashDrain<'_>> {
+        // Acquire pairs with the consumer's release of the token: its last position and
+        // the slots it freed are visible.
+        let state = self.consuming.load(Ordering::Acquire);
+        if state & CRASH_CLAIMED == 0 || state & CONSUMER_ACTIVE != 0 {
+            return None;
+        }
+        Some(CrashDrain {
+            ring: self,
+            head: self.resume_at.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Fatal-signal side: says the crash drain is over (written or given up).
+    pub(crate) fn crash_finish(&self) {
+        self.consuming.fetch_or(CRASH_DONE, Ordering::Release);
+    }
+
+    /// Whether a crash drain finished.
+    pub(crate) fn crash_finished(&self) -> bool {
+        self.consuming.load(Ordering::Acquire) & CRASH_DONE != 0
+    }
+
+    /// Calls `f` with the bytes `[from, to)` of the record whose first slot is at
+    /// `pos` (frame included), one contiguous piece per slot.
+    ///
+    /// The caller must own the record: published (stamp seen with acquire) and not yet
+    /// freed, and it must be the only reader (consumer or crash drain).
+    fn read_record(&self, pos: u64, from: usize, to: usize, mut f: impl FnMut(&[u8])) {
+        let mut offset = from;
+        while offset < to {
+            let slot = pos + (offset / SLOT_BYTES) as u64;
+            let within = offset % SLOT_BYTES;
+            let take = (to - offset).min(SLOT_BYTES - within);
+            self.chunk(slot).with(|chunk| {
+                // SAFETY: the caller owns the published record (see above): nobody writes
+                // these bytes now; `within + take <= SLOT_BYTES` keeps us in the chunk.
+                let bytes =
+                    unsafe { std::slice::from_raw_parts(chunk.cast::<u8>().add(within), take) };
+                f(bytes);
+            });
+            offset += take;
+        }
+    }
+
+    /// Reads the frame of the published record at `pos`: its total length (clamped to
+    /// what a producer can write) and flags. Same ownership rule as `read_record`.
+    fn read_frame(&self, pos: u64) -> (usize, u32) {
+        let mut frame = [0u8; FRAME_BYTES];
+        let mut at = 0;
+        self.read_record(pos, 0, FRAME_BYTES, |bytes| {
+            if let Some(dst) = frame.get_mut(at..at + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+            at += bytes.len();
+        });
+        let [l0, l1, l2, l3, f0, f1, f2, f3] = frame;
+        let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+        let flags = u32::from_le_bytes([f0, f1, f2, f3]);
+        // A length the producer could not have written means memory corruption
+        // elsewhere; read one slot so the ring keeps moving rather than panic.
+        let len = if (FRAME_BYTES..=FRAME_BYTES + self.max_payload()).contains(&len) {
+            len
+        } else {
+            SLOT_BYTES
+        };
+        (len, flags)
+    }
+
+    /// Frees the `slots` slots of the record at `pos` for the next lap, in increasing
+    /// order. The release on the last one publishes the earlier ones too, to a producer
+    /// that checks only one slot of its claim.
+    fn free_record(&self, pos: u64, slots: u64) {
+        let lap = self.mask + 1;
+        for slot in pos..pos + slots {
+            self.seq(slot).store(slot + lap, Ordering::Release);
+        }
     }
 }
 
@@ -291,9 +439,39 @@ pub(crate) enum Pop {
 pub(crate) struct Consumer<'a> {
     ring: &'a Ring,
     head: u64,
+    /// Holds the `consuming` token (see the module docs).
+    holding: bool,
 }
 
 impl Consumer<'_> {
+    /// Takes the `consuming` token, if it does not hold it already: `false` once a
+    /// crash drain claimed the ring (then this consumer never reads again).
+    pub(crate) fn hold(&mut self) -> bool {
+        if !self.holding {
+            // Acquire: a crash drain cannot have run (it never gives the token back).
+            self.holding = self
+                .ring
+                .consuming
+                .compare_exchange(0, CONSUMER_ACTIVE, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok();
+        }
+        self.holding
+    }
+
+    /// Gives the token back, publishing the position: call once everything taken out
+    /// since [`Consumer::hold`] is written. [`Consumer::pop_into`] takes it again.
+    pub(crate) fn release(&mut self) {
+        if self.holding {
+            self.holding = false;
+            self.ring.resume_at.store(self.head, Ordering::Relaxed);
+            // Release: a crash drain that sees the bit clear sees `resume_at` and every
+            // slot freed before it.
+            self.ring
+                .consuming
+                .fetch_and(!CONSUMER_ACTIVE, Ordering::Release);
+        }
+    }
+
     /// Position of the next record to read.
     pub(crate) fn position(&self) -> u64 {
         self.head
@@ -305,8 +483,13 @@ impl Consumer<'_> {
     }
 
     /// Copies the next published record's payload into `out` (cleared first) and frees
-    /// its slots. Skips aborted claims.
+    /// its slots. Skips aborted claims. Takes the `consuming` token first if it does not
+    /// hold it (see [`Consumer::hold`]); reports [`Pop::Pending`] if a crash drain owns
+    /// the ring.
     pub(crate) fn pop_into(&mut self, out: &mut Vec<u8>) -> Pop {
+        if !self.hold() {
+            return Pop::Pending;
+        }
         loop {
             let pos = self.head;
             // Acquire pairs with the producer's release in `Claim::drop`.
@@ -317,54 +500,15 @@ impl Consumer<'_> {
                     Pop::Pending
                 };
             }
-            let mut frame = [0u8; FRAME_BYTES];
-            self.ring.chunk(pos).with(|chunk| {
-                // SAFETY: the record is published (stamp seen with acquire) and only the
-                // consumer touches it until it is freed below; FRAME_BYTES <= SLOT_BYTES.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        chunk.cast::<u8>(),
-                        frame.as_mut_ptr(),
-                        FRAME_BYTES,
-                    )
-                }
-            });
-            let [l0, l1, l2, l3, f0, f1, f2, f3] = frame;
-            let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
-            let flags = u32::from_le_bytes([f0, f1, f2, f3]);
-            // A length the producer could not have written means memory corruption
-            // elsewhere; read one slot so the ring keeps moving rather than panic.
-            let len = if (FRAME_BYTES..=FRAME_BYTES + self.ring.max_payload()).contains(&len) {
-                len
-            } else {
-                SLOT_BYTES
-            };
+            let (len, flags) = self.ring.read_frame(pos);
             let slots = len.div_ceil(SLOT_BYTES) as u64;
 
             out.clear();
             out.reserve(len - FRAME_BYTES);
-            let mut offset = FRAME_BYTES;
-            while offset < len {
-                let slot = pos + (offset / SLOT_BYTES) as u64;
-                let within = offset % SLOT_BYTES;
-                let take = (len - offset).min(SLOT_BYTES - within);
-                self.ring.chunk(slot).with(|chunk| {
-                    // SAFETY: as above, the record is published and ours to read;
-                    // `within + take <= SLOT_BYTES`.
-                    let bytes =
-                        unsafe { std::slice::from_raw_parts(chunk.cast::<u8>().add(within), take) };
-                    out.extend_from_slice(bytes);
-                });
-                offset += take;
-            }
+            self.ring
+                .read_record(pos, FRAME_BYTES, len, |bytes| out.extend_from_slice(bytes));
 
-            // Free in increasing order, each for the next lap. The release on the last
-            // one publishes the earlier ones too, to a producer that checks only the
-            // last slot of its claim.
-            let lap = self.ring.mask + 1;
-            for slot in pos..pos + slots {
-                self.ring.seq(slot).store(slot + lap, Ordering::Release);
-            }
+            self.ring.free_record(pos, slots);
             self.head = pos + slots;
 
             if flags & FRAME_ABORTED == 0 {
@@ -376,8 +520,86 @@ impl Consumer<'_> {
 
 impl Drop for Consumer<'_> {
     fn drop(&mut self) {
+        self.release();
         self.ring.resume_at.store(self.head, Ordering::Relaxed);
         self.ring.consumer_taken.store(false, Ordering::Release);
+    }
+}
+
+/// One published record found by a crash drain.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CrashRecord {
+    pos: u64,
+    /// Frame plus payload bytes.
+    len: usize,
+    aborted: bool,
+}
+
+impl CrashRecord {
+    /// Payload bytes.
+    pub(crate) fn payload_len(&self) -> usize {
+        self.len - FRAME_BYTES
+    }
+}
+
+/// What [`CrashDrain::next`] found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CrashNext {
+    /// A published record (maybe an aborted claim: skip it with `free`).
+    Record(CrashRecord),
+    /// Nothing claimed past the drain.
+    Empty,
+    /// The next record is claimed but not published.
+    Pending,
+}
+
+/// The reader a fatal-signal handler uses instead of the listener's [`Consumer`]. No
+/// allocation, no lock: async-signal-safe.
+pub(crate) struct CrashDrain<'a> {
+    ring: &'a Ring,
+    head: u64,
+}
+
+impl CrashDrain<'_> {
+    /// The record at the drain's position, if published.
+    pub(crate) fn next(&self) -> CrashNext {
+        let pos = self.head;
+        // Acquire pairs with the producer's release in `Claim::drop`.
+        if self.ring.seq(pos).load(Ordering::Acquire) != pos + 1 {
+            return if self.ring.tail() == pos {
+                CrashNext::Empty
+            } else {
+                CrashNext::Pending
+            };
+        }
+        let (len, flags) = self.ring.read_frame(pos);
+        CrashNext::Record(CrashRecord {
+            pos,
+            len,
+            aborted: flags & FRAME_ABORTED != 0,
+        })
+    }
+
+    /// Whether `record` is an aborted claim, to skip.
+    pub(crate) fn is_aborted(record: &CrashRecord) -> bool {
+        record.aborted
+    }
+
+    /// Calls `f` with the payload bytes `[from, to)` of `record`, piece by piece.
+    pub(crate) fn read(&self, record: &CrashRecord, from: usize, to: usize, f: impl FnMut(&[u8])) {
+        let to = to.min(record.payload_len());
+        if from < to {
+            self.ring
+                .read_record(record.pos, FRAME_BYTES + from, FRAME_BYTES + to, f);
+        }
+    }
+
+    /// Marks `record` as written: frees its slots and moves past it.
+    pub(crate) fn free(&mut self, record: &CrashRecord) {
+        let slots = record.len.div_ceil(SLOT_BYTES) as u64;
+        self.ring.free_record(record.pos, slots);
+        self.head = record.pos + slots;
+        self.ring.resume_at.store(self.head, Ordering::Relaxed);
     }
 }
 
@@ -468,7 +690,10 @@ mod tests {
     fn wraps_many_laps_with_mixed_sizes() {
         let ring = Ring::with_slots(16);
         let mut consumer = ring.take_consumer().unwrap();
-        for i in 0..10_000usize {
+        // Under Miri, 10 000 laps take 11 minutes; 300 still cover 300 distinct sizes
+        // (37 is prime to 504) and some 80 laps.
+        let records = if cfg!(miri) { 300 } else { 10_000usize };
+        for i in 0..records {
             let len = (i * 37) % ring.max_payload();
             let payload: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
             push(&ring, &payload).unwrap();
@@ -539,6 +764,151 @@ mod tests {
         // The next consumer resumes after what the first one read.
         let mut second = ring.take_consumer().unwrap();
         assert_eq!(pop(&mut second).unwrap(), b"two");
+    }
+
+    fn push_leaving(ring: &Ring, bytes: &[u8], reserve: usize) -> Result<(), ClaimError> {
+        let mut claim = ring.try_claim_leaving(bytes.len(), reserve)?;
+        claim.write(bytes);
+        claim.publish();
+        Ok(())
+    }
+
+    #[test]
+    fn reserve_is_left_to_privileged_claims_only() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        // Ordinary records (1 slot each) leave 2 slots free.
+        for _ in 0..14 {
+            push_leaving(&ring, b"debug", 2).unwrap();
+        }
+        assert_eq!(push_leaving(&ring, b"debug", 2), Err(ClaimError::Full));
+        // The reserve is there for the privileged, and only it.
+        push_leaving(&ring, b"error 1", 0).unwrap();
+        push_leaving(&ring, b"error 2", 0).unwrap();
+        assert_eq!(push_leaving(&ring, b"error 3", 0), Err(ClaimError::Full));
+        // Freeing one slot is not enough for an ordinary record: 2 must stay free.
+        assert_eq!(pop(&mut consumer).unwrap(), b"debug");
+        assert_eq!(push_leaving(&ring, b"debug", 2), Err(ClaimError::Full));
+        push_leaving(&ring, b"error 3", 0).unwrap();
+        for _ in 0..3 {
+            pop(&mut consumer).unwrap();
+        }
+        // Three free now: one ordinary record fits, leaving two.
+        push_leaving(&ring, b"debug", 2).unwrap();
+        assert_eq!(push_leaving(&ring, b"debug", 2), Err(ClaimError::Full));
+    }
+
+    #[test]
+    fn reserve_holds_for_multi_slot_records_across_laps() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        for lap in 0..50usize {
+            // Fill with 3-slot ordinary records until refused, then check the free
+            // room is at least the reserve (4) and less than a record plus reserve.
+            let mut pushed = 0;
+            while push_leaving(&ring, &payload_for_slots(3, lap as u8), 4).is_ok() {
+                pushed += 1;
+            }
+            let free = 16 - (ring.tail() - consumer.position()) as usize;
+            assert!((4..7).contains(&free), "lap {lap}: free {free}");
+            // Privileged records take what is left, one slot at a time.
+            let mut privileged = 0;
+            while push_leaving(&ring, b"e", 0).is_ok() {
+                privileged += 1;
+            }
+            assert_eq!(privileged, free, "lap {lap}");
+            for _ in 0..pushed + privileged {
+                pop(&mut consumer).unwrap();
+            }
+            assert!(consumer.is_empty());
+            // Shift the alignment for the next lap.
+            push(&ring, b"x").unwrap();
+            pop(&mut consumer).unwrap();
+        }
+    }
+
+    #[test]
+    fn crash_drain_takes_over_where_the_consumer_let_go() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        for i in 0..5u8 {
+            push(&ring, &[i; 70]).unwrap(); // 2 slots each
+        }
+        assert_eq!(pop(&mut consumer).unwrap(), vec![0; 70]);
+        // The consumer holds the token (it took a record and has not released).
+        assert!(ring.crash_claim());
+        assert!(!ring.crash_claim(), "claimed once");
+        assert!(ring.consumer_active());
+        assert!(ring.crash_drain().is_none());
+        consumer.release();
+        assert!(!ring.consumer_active());
+        // The listener cannot come back.
+        assert_eq!(consumer.pop_into(&mut Vec::new()), Pop::Pending);
+        assert!(!consumer.hold());
+        let mut drain = ring.crash_drain().unwrap();
+        for i in 1..5u8 {
+            let CrashNext::Record(record) = drain.next() else {
+                panic!("record {i}");
+            };
+            assert!(!CrashDrain::is_aborted(&record));
+            assert_eq!(record.payload_len(), 70);
+            let mut bytes = Vec::new();
+            drain.read(&record, 0, 70, |piece| bytes.extend_from_slice(piece));
+            assert_eq!(bytes, vec![i; 70]);
+            let mut middle = Vec::new();
+            drain.read(&record, 50, 60, |piece| middle.extend_from_slice(piece));
+            assert_eq!(middle, vec![i; 10]);
+            drain.free(&record);
+        }
+        assert!(matches!(drain.next(), CrashNext::Empty));
+        assert!(!ring.crash_finished());
+        ring.crash_finish();
+        assert!(ring.crash_finished());
+        // Freed: producers can use the whole ring again.
+        for _ in 0..8 {
+            push(&ring, &[9; 70]).unwrap();
+        }
+    }
+
+    #[test]
+    fn crash_drain_stops_at_an_unpublished_claim_and_reads_across_the_end() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        for _ in 0..14 {
+            push(&ring, b"a").unwrap();
+            pop(&mut consumer).unwrap();
+        }
+        consumer.release();
+        let big: Vec<u8> = (0..4 * SLOT_BYTES - FRAME_BYTES).map(|i| i as u8).collect();
+        push(&ring, &big).unwrap(); // slots 14, 15, 0, 1
+        let held = ring.try_claim(3).unwrap();
+        push(&ring, b"after").unwrap();
+        assert!(ring.crash_claim());
+        let mut drain = ring.crash_drain().unwrap();
+        let CrashNext::Record(record) = drain.next() else {
+            panic!("the big record");
+        };
+        let mut bytes = Vec::new();
+        drain.read(&record, 0, usize::MAX, |piece| {
+            bytes.extend_from_slice(piece)
+        });
+        assert_eq!(bytes, big);
+        drain.free(&record);
+        assert!(matches!(drain.next(), CrashNext::Pending));
+        drop(held); // aborted, published as such
+        let CrashNext::Record(aborted) = drain.next() else {
+            panic!("the aborted claim");
+        };
+        assert!(CrashDrain::is_aborted(&aborted));
+        drain.free(&aborted);
+        let CrashNext::Record(after) = drain.next() else {
+            panic!("the record after it");
+        };
+        let mut bytes = Vec::new();
+        drain.read(&after, 0, usize::MAX, |piece| {
+            bytes.extend_from_slice(piece)
+        });
+        assert_eq!(bytes, b"after");
     }
 
     #[test]

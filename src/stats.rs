@@ -5,6 +5,7 @@
 //! The listener counts what it takes off the ring.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 /// Records dropped before they reached the queue, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,16 +44,123 @@ pub struct Stats {
     /// Records no sink's level filter accepted.
     pub filtered: u64,
     /// Records at least one sink failed to write (disk full, I/O error, a panicking
-    /// sink). Reported in the log itself once the sink recovers.
+    /// sink), or whose sync failed and could not be rewritten and synced again.
+    /// Reported in the log itself once the sink recovers.
     pub lost: u64,
     /// Bytes written to sinks.
     pub bytes: u64,
     /// Successful `sync` calls (fsync of data) across sinks.
     pub syncs: u64,
+    /// Flush barriers answered (`flush()` calls that reached the listener). With
+    /// several threads flushing at once, one sync serves many barriers (group
+    /// commit): compare with [`Stats::syncs`].
+    pub flushes: u64,
+    /// How long sink syncs took (successful and failed), measured on the listener.
+    pub sync_latency: SyncLatency,
     /// Failed sink writes.
     pub write_errors: u64,
     /// Failed sink syncs.
     pub sync_errors: u64,
+    /// Failed syncs after which the listener rewrote everything written since the
+    /// last good sync (kept in memory for this), reopened the sink, and synced again
+    /// successfully. A failed sync whose rewrite also failed counts its records in
+    /// [`Stats::lost`] instead.
+    pub sync_rewrites: u64,
+    /// Sink calls that panicked (caught; counted as failed writes or syncs too).
+    pub sink_panics: u64,
+}
+
+/// Sync latency from a fixed histogram on the listener (no allocation).
+///
+/// Percentiles are the upper bound of the histogram bucket holding them: at most
+/// 25% above the true value, never below it. `max` is exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncLatency {
+    /// Syncs measured.
+    pub count: u64,
+    /// Median.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// The longest.
+    pub max: Duration,
+}
+
+/// Buckets of [`LatencyHistogram`]: 4 per power of two of microseconds, up to 2^40 us.
+const LATENCY_BUCKETS: usize = 4 + 4 * 39;
+
+/// A log-linear histogram of durations in microseconds: values below 4 us have a
+/// bucket each, then every power of two is split in 4 equal parts.
+#[derive(Debug)]
+pub(crate) struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+    max_nanos: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS],
+            max_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn bucket(micros: u64) -> usize {
+        if micros < 4 {
+            return micros as usize;
+        }
+        let exponent = 63 - micros.leading_zeros() as usize; // >= 2
+        let quarter = ((micros >> (exponent - 2)) & 3) as usize;
+        (4 + (exponent - 2) * 4 + quarter).min(LATENCY_BUCKETS - 1)
+    }
+
+    /// The smallest value in microseconds above every value of bucket `index`.
+    fn upper_bound(index: usize) -> u64 {
+        if index < 4 {
+            return index as u64 + 1;
+        }
+        let exponent = (index - 4) / 4 + 2;
+        let quarter = ((index - 4) % 4) as u64;
+        (4 + quarter + 1) << (exponent - 2)
+    }
+
+    pub(crate) fn record(&self, elapsed: Duration) {
+        let nanos = elapsed.as_nanos().min(u64::MAX as u128) as u64;
+        if let Some(bucket) = self.buckets.get(Self::bucket(nanos / 1_000)) {
+            bucket.fetch_add(1, Relaxed);
+        }
+        self.max_nanos.fetch_max(nanos, Relaxed);
+    }
+
+    fn snapshot(&self) -> SyncLatency {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let count: u64 = counts.iter().sum();
+        let max = Duration::from_nanos(self.max_nanos.load(Relaxed));
+        let percentile = |per_mille: u64| {
+            if count == 0 {
+                return Duration::ZERO;
+            }
+            // The rank of the value, 1-based, rounded up.
+            let rank = (count * per_mille).div_ceil(1000).max(1);
+            let mut seen = 0;
+            for (index, n) in counts.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    let bound = Duration::from_micros(Self::upper_bound(index));
+                    return bound.min(max);
+                }
+            }
+            max
+        };
+        SyncLatency {
+            count,
+            p50: percentile(500),
+            p99: percentile(990),
+            max,
+        }
+    }
 }
 
 /// The live counters behind [`Stats`].
@@ -68,8 +176,12 @@ pub(crate) struct Counters {
     pub(crate) lost: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) syncs: AtomicU64,
+    pub(crate) flushes: AtomicU64,
+    pub(crate) sync_latency: LatencyHistogram,
     pub(crate) write_errors: AtomicU64,
     pub(crate) sync_errors: AtomicU64,
+    pub(crate) sync_rewrites: AtomicU64,
+    pub(crate) sink_panics: AtomicU64,
 }
 
 impl Counters {
@@ -95,8 +207,67 @@ impl Counters {
             lost: self.lost.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             syncs: self.syncs.load(Relaxed),
+            flushes: self.flushes.load(Relaxed),
+            sync_latency: self.sync_latency.snapshot(),
             write_errors: self.write_errors.load(Relaxed),
             sync_errors: self.sync_errors.load(Relaxed),
+            sync_rewrites: self.sync_rewrites.load(Relaxed),
+            sink_panics: self.sink_panics.load(Relaxed),
         }
+    }
+
+    /// Moves `n` records from written to lost (a sync failed and their rewrite did
+    /// too).
+    pub(crate) fn written_became_lost(&self, n: u64) {
+        let _ = self
+            .written
+            .fetch_update(Relaxed, Relaxed, |w| Some(w.saturating_sub(n)));
+        self.lost.fetch_add(n, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_ordered_and_bounds_cover_their_values() {
+        let mut last = 0;
+        for micros in (0..100_000u64).chain([1 << 20, 1 << 30, 1 << 39, u64::MAX / 1000]) {
+            let index = LatencyHistogram::bucket(micros);
+            assert!(index >= last, "{micros}");
+            last = index;
+            assert!(LatencyHistogram::upper_bound(index) > micros || index == LATENCY_BUCKETS - 1);
+            if index > 0 {
+                assert!(
+                    LatencyHistogram::upper_bound(index - 1) <= micros,
+                    "{micros}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn percentiles_are_never_below_the_true_value_nor_25_percent_above() {
+        let histogram = LatencyHistogram::default();
+        // 1..=1000 us: p50 = 500 us, p99 = 990 us, max = 1000 us.
+        for micros in 1..=1000u64 {
+            histogram.record(Duration::from_micros(micros));
+        }
+        let latency = histogram.snapshot();
+        assert_eq!(latency.count, 1000);
+        assert_eq!(latency.max, Duration::from_micros(1000));
+        let p50 = latency.p50.as_micros() as u64;
+        let p99 = latency.p99.as_micros() as u64;
+        assert!((500..=625).contains(&p50), "{latency:?}");
+        assert!((990..=1000).contains(&p99), "{latency:?}");
+    }
+
+    #[test]
+    fn empty_histogram_is_zero() {
+        assert_eq!(
+            LatencyHistogram::default().snapshot(),
+            SyncLatency::default()
+        );
     }
 }

@@ -81,7 +81,9 @@ impl Entered {
             })
             // Cannot happen for a destructor-less const thread-local; if it did,
             // assume the worst: never wait.
-            .unwrap_or(Caller {
+            // (`unwrap_or_else`: an eager `unwrap_or` would make the gettid system
+            // call on every log call.)
+            .unwrap_or_else(|_| Caller {
                 thread_id: gettid(),
                 nested: true,
                 is_listener: false,
@@ -104,6 +106,14 @@ fn gettid() -> u32 {
 /// Marks the calling thread as a listener: its log calls never wait.
 pub(crate) fn mark_listener_thread() {
     let _ = CONTEXT.try_with(|ctx| ctx.is_listener.set(true));
+}
+
+/// Whether the calling thread is a listener. Async-signal-safe (a const thread-local
+/// without destructor).
+pub(crate) fn on_listener_thread() -> bool {
+    CONTEXT
+        .try_with(|ctx| ctx.is_listener.get())
+        .unwrap_or(false)
 }
 
 /// Whether a blocking call made here could wait for this very thread: inside a log
@@ -257,9 +267,15 @@ impl QueueHandler {
         let len = header.record_len();
 
         let may_wait = !caller.nested && !caller.is_listener;
+        // Warnings and errors may use the whole ring; the rest leave the reserve free.
+        let reserve = if record.level() <= log::Level::Warn {
+            0
+        } else {
+            shared.reserve_slots
+        };
         let mut deadline: Option<Instant> = None;
         loop {
-            match shared.ring.try_claim(len) {
+            match shared.ring.try_claim_leaving(len, reserve) {
                 Ok(mut claim) => {
                     claim.write(&header.encode());
                     claim.write(target.as_bytes());

@@ -2,6 +2,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::Sink;
@@ -11,7 +13,14 @@ use crate::error::Error;
 ///
 /// A batch goes out in one `write(2)` in the common case. If a write fails part way
 /// (disk full), the sink cuts the file back to where the batch started, so no torn
-/// line is left between whole ones.
+/// line is left between whole ones. A file that does not end in a newline when it is
+/// opened (its last line was torn by a crash) gets one, so the next record starts on
+/// a line of its own.
+///
+/// After a failed sync ([`Sink::prepare_rewrite`]) it reopens the path and, if it is
+/// still the same file, cuts it back to its length at the last good sync; the
+/// listener then rewrites what followed. This assumes the sink is the file's only
+/// writer (quelog's crash drain aside, which is coordinated with the listener).
 ///
 /// ```no_run
 /// use quelog::FileSink;
@@ -24,6 +33,10 @@ pub struct FileSink {
     file: File,
     /// File length after the last complete batch.
     len: u64,
+    /// File length at the last successful sync (at open: the length then).
+    synced_len: u64,
+    /// Device and inode of the open file.
+    identity: (u64, u64),
 }
 
 impl FileSink {
@@ -31,18 +44,31 @@ impl FileSink {
     /// file, or a path without permission is an [`Error::Open`].
     pub fn open(path: impl AsRef<Path>) -> Result<FileSink, Error> {
         let path = path.as_ref().to_path_buf();
-        let file = open_append(&path).map_err(|source| Error::Open {
+        let opened = open_append(&path).and_then(|file| {
+            let meta = file.metadata()?;
+            let mut len = meta.len();
+            if meta.is_file() && len > 0 {
+                let mut last = [0u8; 1];
+                // Unreadable (opened write-only): leave it as it is.
+                let readable = file.read_exact_at(&mut last, len - 1).is_ok();
+                if readable && last != *b"\n" {
+                    (&file).write_all(b"\n")?;
+                    len += 1;
+                }
+            }
+            Ok((file, len, (meta.dev(), meta.ino())))
+        });
+        let (file, len, identity) = opened.map_err(|source| Error::Open {
             path: path.clone(),
             source,
         })?;
-        let len = file
-            .metadata()
-            .map_err(|source| Error::Open {
-                path: path.clone(),
-                source,
-            })?
-            .len();
-        Ok(FileSink { path, file, len })
+        Ok(FileSink {
+            path,
+            file,
+            len,
+            synced_len: len,
+            identity,
+        })
     }
 
     /// The path this sink writes to.
@@ -55,7 +81,14 @@ fn open_append(path: &Path) -> io::Result<File> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    // Read too, to look at the last byte of an existing file; a file we may only
+    // write to is opened for appending alone (and not looked at).
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    let file = match options.clone().read(true).open(path) {
+        Ok(file) => file,
+        Err(_) => options.open(path)?,
+    };
     if file.metadata()?.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::IsADirectory,
@@ -82,13 +115,35 @@ impl Sink for FileSink {
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data()?;
+        self.synced_len = self.len;
+        Ok(())
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        self.file = open_append(&self.path)?;
-        self.len = self.file.metadata()?.len();
+        let file = open_append(&self.path)?;
+        let meta = file.metadata()?;
+        self.file = file;
+        self.len = meta.len();
+        self.synced_len = self.synced_len.min(self.len);
+        self.identity = (meta.dev(), meta.ino());
         Ok(())
+    }
+
+    fn prepare_rewrite(&mut self) -> io::Result<()> {
+        let before = self.identity;
+        // A fresh descriptor: the failed one may report the same error again, or
+        // (since Linux 4.13) swallow the next one.
+        self.reopen()?;
+        if self.identity == before && self.len > self.synced_len {
+            self.file.set_len(self.synced_len)?;
+            self.len = self.synced_len;
+        }
+        Ok(())
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.file.as_raw_fd())
     }
 }
 
@@ -136,6 +191,65 @@ mod tests {
             FileSink::open(dir.join("plain/app.log")),
             Err(Error::Open { .. })
         ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ended_at_open() {
+        let dir = temp_dir("torn");
+        let path = dir.join("app.log");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&path, b"whole\ntorn li").unwrap();
+        let mut sink = FileSink::open(&path).unwrap();
+        sink.write_batch(b"next\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole\ntorn li\nnext\n");
+        drop(sink);
+        // A file ending in a newline, or empty, is left alone.
+        let mut sink = FileSink::open(&path).unwrap();
+        sink.write_batch(b"again\n").unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"whole\ntorn li\nnext\nagain\n"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn prepare_rewrite_cuts_back_to_the_last_good_sync() {
+        let dir = temp_dir("rewrite");
+        let path = dir.join("app.log");
+        let mut sink = FileSink::open(&path).unwrap();
+        sink.write_batch(b"durable\n").unwrap();
+        sink.sync().unwrap();
+        sink.write_batch(b"maybe lost 1\nmaybe lost 2\n").unwrap();
+        let old_fd = sink.raw_fd().unwrap();
+        // As the listener does after a failed sync: cut back, rewrite, sync.
+        sink.prepare_rewrite().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"durable\n");
+        sink.write_batch(b"maybe lost 1\nmaybe lost 2\n").unwrap();
+        sink.sync().unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"durable\nmaybe lost 1\nmaybe lost 2\n"
+        );
+        // The new descriptor is live; the old number may have been reused, so only
+        // check the sink answers one.
+        assert!(sink.raw_fd().is_some() && old_fd >= 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn prepare_rewrite_after_rotation_leaves_the_new_file_alone() {
+        let dir = temp_dir("rotated");
+        let path = dir.join("app.log");
+        let mut sink = FileSink::open(&path).unwrap();
+        sink.write_batch(b"old 1\nold 2\n").unwrap();
+        sink.sync().unwrap();
+        sink.write_batch(b"unsynced\n").unwrap();
+        std::fs::rename(&path, dir.join("app.log.1")).unwrap();
+        std::fs::write(&path, b"someone else\n").unwrap();
+        sink.prepare_rewrite().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"someone else\n");
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -9,6 +9,7 @@ pub use file::FileSink;
 pub use stderr::StderrSink;
 
 use std::io;
+use std::os::fd::RawFd;
 
 /// A destination for formatted records.
 ///
@@ -46,6 +47,23 @@ pub trait Sink: Send {
     fn reopen(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// Called after [`Sink::sync`] failed. Whatever was written since the last
+    /// successful sync may be gone although it still reads back (Linux drops the dirty
+    /// pages after reporting the error, and a retried sync "succeeds": fsyncgate), so
+    /// the listener rewrites all of it next and syncs again. Get ready for that: the
+    /// default calls [`Sink::reopen`]; [`FileSink`] also cuts the file back to its
+    /// length at the last good sync, so the rewrite leaves no duplicate lines.
+    fn prepare_rewrite(&mut self) -> io::Result<()> {
+        self.reopen()
+    }
+
+    /// The file descriptor a fatal-signal drain (`Builder::drain_on_crash`) may
+    /// append lines to with `write(2)`: [`FileSink`]'s file. The default is `None`.
+    /// The descriptor must stay valid until the sink is dropped or reopened.
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
@@ -57,5 +75,11 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn reopen(&mut self) -> io::Result<()> {
         (**self).reopen()
+    }
+    fn prepare_rewrite(&mut self) -> io::Result<()> {
+        (**self).prepare_rewrite()
+    }
+    fn raw_fd(&self) -> Option<RawFd> {
+        (**self).raw_fd()
     }
 }

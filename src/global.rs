@@ -1,0 +1,132 @@
+//! The installed global logger: [`crate::shutdown`], the panic hook, and the
+//! termination signal thread ([`crate::Builder::handle_termination`]).
+
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::handler::QueueHandler;
+use crate::listener::QueueListener;
+use crate::stats::Stats;
+
+/// How long the panic hook waits for its flush.
+pub(crate) const PANIC_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a termination signal waits for the drain before the process ends anyway.
+pub(crate) const TERMINATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The logger [`crate::Builder::install`] installed.
+#[derive(Debug)]
+pub(crate) struct Installed {
+    pub(crate) handler: QueueHandler,
+    /// Taken out, once, by the first stop.
+    listener: Mutex<Option<QueueListener>>,
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
+
+/// Installs `handler` as the global `log` logger, with `listener` serving it.
+pub(crate) fn install(
+    handler: QueueHandler,
+    listener: QueueListener,
+) -> Result<&'static Installed, Error> {
+    if log::set_boxed_logger(Box::new(handler.clone())).is_err() {
+        // Nothing was logged through it; stopping drains an empty ring.
+        let _ = listener.stop();
+        return Err(Error::AlreadyInstalled);
+    }
+    // `set_boxed_logger` succeeds once per process, so this is the first `set`.
+    let installed = INSTALLED.get_or_init(|| Installed {
+        handler,
+        listener: Mutex::new(None),
+    });
+    *installed
+        .listener
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(listener);
+    Ok(installed)
+}
+
+/// Stops the installed logger: drains, syncs, joins (within `timeout` if given).
+/// Idempotent: once stopped, answers the final counters.
+pub(crate) fn stop(installed: &Installed, timeout: Option<Duration>) -> Result<Stats, Error> {
+    // Held while draining, so a second caller returns only once the first one is done.
+    let mut slot = installed
+        .listener
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let Some(mut listener) = slot.take() else {
+        return Ok(installed.handler.stats());
+    };
+    // From now on log calls go to standard error (counted as dropped after stop).
+    installed
+        .handler
+        .shared
+        .closed
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    match timeout {
+        Some(timeout) => listener.stop_within(timeout),
+        None => listener.stop_in_place(),
+    }
+}
+
+/// Stops the global logger that [`crate::Builder::install`] installed: drains the
+/// queue, syncs, joins the listener, and returns the final counters. Log calls after
+/// it go to standard error, as after dropping the [`crate::Guard`].
+///
+/// Call it before `std::process::exit`, which runs no destructors (the guard's
+/// included), or records still in the queue are lost.
+///
+/// Idempotent: after the first stop (by this, [`crate::Guard::stop`] or dropping the
+/// guard) it returns the final counters again. [`Error::ListenerStopped`] if no
+/// logger was installed; [`Error::WouldDeadlock`] (the listener finishes on its own)
+/// when called from inside a log call or on the listener thread. Not for signal
+/// handlers: use [`crate::Builder::handle_termination`].
+pub fn shutdown() -> Result<Stats, Error> {
+    match INSTALLED.get() {
+        Some(installed) => stop(installed, None),
+        None => Err(Error::ListenerStopped),
+    }
+}
+
+/// Chains a panic hook that logs the panic as an error record (target `panic`) and
+/// flushes, at most [`PANIC_FLUSH_TIMEOUT`], before the previous hook runs and the
+/// thread unwinds (or the process aborts, with `panic = "abort"`).
+pub(crate) fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(installed) = INSTALLED.get() {
+            log::error!(target: "panic", "{info}");
+            // Returns at once on the listener thread and inside a log call.
+            let _ = installed.handler.flush_barrier(Some(PANIC_FLUSH_TIMEOUT));
+        }
+        previous(info);
+    }));
+}
+
+/// Starts the thread that turns SIGTERM and SIGINT into a drain, a sync and the
+/// signal's default action. The signal handler itself (signal-hook's) only wakes the
+/// thread.
+pub(crate) fn handle_termination() -> Result<(), Error> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| Error::InvalidConfig(format!("cannot handle SIGTERM/SIGINT: {e}")))?;
+    std::thread::Builder::new()
+        .name("quelog-signals".into())
+        .spawn(move || {
+            let Some(signal) = signals.forever().next() else {
+                return;
+            };
+            let name = signal_hook::low_level::signal_name(signal).unwrap_or("signal");
+            log::warn!(target: "quelog", "received {name}: draining the log, then terminating");
+            if let Some(installed) = INSTALLED.get() {
+                let _ = stop(installed, Some(TERMINATION_TIMEOUT));
+            }
+            // Restores the default action and raises: the process ends by the signal,
+            // with the status a shell shows as 128 + its number.
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+            std::process::exit(128 + signal);
+        })
+        .map_err(Error::Spawn)?;
+    Ok(())
+}

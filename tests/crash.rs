@@ -1,0 +1,609 @@
+//! Every way a process ends, in child processes (the global logger can be installed
+//! only once per process): SIGKILL at random moments, fatal signals with the crash
+//! drain, panics (unwinding and aborting), SIGTERM/SIGINT, and `std::process::exit`.
+//!
+//! The child is this test binary run again with `QUELOG_CHILD` set: the `child` test
+//! below does nothing unless it is set.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quelog::{Builder, Error, LevelFilter, ListenerHooks, Sink, SyncPolicy};
+
+const CHILD_ENV: &str = "QUELOG_CHILD";
+const PATH_ENV: &str = "QUELOG_CHILD_PATH";
+
+fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "quelog-crash-{}-{name}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+// ---------------------------------------------------------------------------------
+// The child side
+
+#[test]
+fn child() {
+    let Ok(scenario) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let path = PathBuf::from(std::env::var(PATH_ENV).expect("path"));
+    match scenario.as_str() {
+        "sigkill" => child_sigkill(&path),
+        "drain-abort" => child_fatal(&path, true, true, Fatal::Abort),
+        "drain-segv" => child_fatal(&path, true, true, Fatal::NullWrite),
+        "drain-live" => child_fatal(&path, true, false, Fatal::Abort),
+        "drain-live-segv" => child_fatal(&path, true, false, Fatal::NullWrite),
+        "no-drain-abort" => child_fatal(&path, false, true, Fatal::Abort),
+        "panic-unwind" => child_panic(&path, true, false),
+        "panic-unwind-no-hook" => child_panic(&path, false, false),
+        "panic-abort" => child_panic(&path, true, true),
+        "terminate" => child_terminate(&path, true),
+        "terminate-unhandled" => child_terminate(&path, false),
+        "exit-shutdown" => child_exit(&path, Exit::Shutdown),
+        "exit-flush" => child_exit(&path, Exit::Flush),
+        "exit-plain" => child_exit(&path, Exit::Plain),
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+fn no_core_dumps() {
+    let limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: sets this process's core size limit from a live local.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &limit) };
+}
+
+/// Logs with `EveryRecord` from two threads that flush after every record and report
+/// each acknowledged record on stdout, and a third that logs without flushing, until
+/// the parent kills the process.
+fn child_sigkill(path: &Path) {
+    let guard = Builder::new()
+        .file(path)
+        .sync(SyncPolicy::EveryRecord)
+        .install()
+        .unwrap();
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let guard = &guard;
+            s.spawn(move || {
+                let pad = "p".repeat(40 + t * 90); // one and three ring slots
+                for i in 0u64.. {
+                    log::info!(target: "crash", "crash-test t={t} i={i} pad={pad}");
+                    guard.flush().expect("flush");
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ack {t} {i}").unwrap();
+                    out.flush().unwrap();
+                }
+            });
+        }
+        s.spawn(|| {
+            for j in 0u64.. {
+                log::info!(target: "crash", "noise {j}");
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+    });
+}
+
+enum Fatal {
+    Abort,
+    NullWrite,
+}
+
+/// Logs 1000 records (some long) with the listener held back (or not), then dies of a
+/// fatal signal.
+fn child_fatal(path: &Path, drain: bool, hold: bool, fatal: Fatal) {
+    no_core_dumps();
+    let held = Arc::new(AtomicBool::new(hold));
+    let guard = Builder::new()
+        .file(path)
+        .drain_on_crash(drain)
+        .listener_hooks(ListenerHooks {
+            hold: Some(held),
+            die: None,
+        })
+        .install()
+        .unwrap();
+    // With a live listener: a pause of a few hundred microseconds somewhere, so the
+    // crash meets the listener at a different point each time.
+    let pause_at: u64 = std::env::var("QUELOG_PAUSE_AT").map_or(0, |v| v.parse().unwrap());
+    for i in 0..1000 {
+        if !hold && i == pause_at % 1000 {
+            std::thread::sleep(Duration::from_micros(pause_at / 1000 * 50));
+        }
+        if i % 100 == 7 {
+            let long = "L".repeat(3000);
+            log::warn!(target: "crash", "crash-drain {i} {long}\ttab");
+        } else {
+            log::info!(target: "crash", "crash-drain {i}");
+        }
+    }
+    std::mem::forget(guard);
+    match fatal {
+        // SAFETY: ends the process with SIGABRT, on purpose.
+        Fatal::Abort => unsafe { libc::abort() },
+        Fatal::NullWrite => {
+            let null = std::hint::black_box(std::ptr::null_mut::<u8>());
+            // SAFETY: none: this faults with SIGSEGV, on purpose, to test the drain.
+            unsafe { std::ptr::write_volatile(null, 1) };
+        }
+    }
+    unreachable!("still alive after the fatal signal");
+}
+
+/// Keeps lines in memory until `sync`, which appends them to the file: what reaches
+/// the file went through a sync (a flush barrier or a stop, with `SyncPolicy::Never`).
+struct SyncGated {
+    path: PathBuf,
+    pending: Vec<u8>,
+}
+
+impl Sink for SyncGated {
+    fn write_batch(&mut self, batch: &[u8]) -> std::io::Result<()> {
+        self.pending.extend_from_slice(batch);
+        Ok(())
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        file.write_all(&self.pending)?;
+        file.sync_data()?;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+fn install_gated(path: &Path, flush_on_panic: bool, handle_termination: bool) -> quelog::Guard {
+    Builder::new()
+        .sink(
+            SyncGated {
+                path: path.to_owned(),
+                pending: Vec::new(),
+            },
+            LevelFilter::Info,
+        )
+        .sync(SyncPolicy::Never)
+        .flush_on_panic(flush_on_panic)
+        .handle_termination(handle_termination)
+        .install()
+        .unwrap()
+}
+
+fn log_fifty() {
+    for i in 0..50 {
+        log::info!(target: "child", "record {i}");
+    }
+}
+
+fn child_panic(path: &Path, hook: bool, abort: bool) {
+    no_core_dumps();
+    if abort {
+        // What `panic = "abort"` does after the hooks: abort, no unwinding. Installed
+        // before quelog's, so it runs after it.
+        std::panic::set_hook(Box::new(|_| std::process::abort()));
+    }
+    let guard = install_gated(path, hook, false);
+    // No destructor of ours will run: only the panic hook can flush.
+    std::mem::forget(guard);
+    log_fifty();
+    panic!("the child panics on purpose");
+}
+
+fn child_terminate(path: &Path, handle: bool) {
+    let guard = install_gated(path, true, handle);
+    log_fifty();
+    println!("ready");
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let _ = &guard;
+    }
+}
+
+enum Exit {
+    Shutdown,
+    Flush,
+    Plain,
+}
+
+fn child_exit(path: &Path, how: Exit) {
+    assert!(matches!(quelog::shutdown(), Err(Error::ListenerStopped)));
+    let guard = install_gated(path, true, false);
+    log_fifty();
+    match how {
+        Exit::Shutdown => {
+            let first = quelog::shutdown().unwrap();
+            assert_eq!(first.written, 50);
+            let again = quelog::shutdown().unwrap();
+            assert_eq!(again.written, 50, "idempotent");
+            assert!(matches!(guard.flush(), Err(Error::ListenerStopped)));
+        }
+        Exit::Flush => guard.flush().unwrap(),
+        Exit::Plain => {}
+    }
+    // Runs no destructor: the guard is never dropped.
+    std::process::exit(7);
+}
+
+// ---------------------------------------------------------------------------------
+// The parent side
+
+fn spawn(scenario: &str, path: &Path, dir: &Path) -> Child {
+    spawn_with(scenario, path, dir, 0)
+}
+
+fn spawn_with(scenario: &str, path: &Path, dir: &Path, pause_at: u64) -> Child {
+    let stderr = std::fs::File::create(dir.join(format!("{scenario}.stderr"))).unwrap();
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, scenario)
+        .env("QUELOG_PAUSE_AT", pause_at.to_string())
+        .env(PATH_ENV, path)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for the child at most `limit`, killing it if it takes longer.
+fn wait(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs a scenario to its end; returns its status and the lines of the log file.
+fn run(scenario: &str) -> (ExitStatus, Vec<String>, PathBuf) {
+    run_with(scenario, 0)
+}
+
+fn run_with(scenario: &str, pause_at: u64) -> (ExitStatus, Vec<String>, PathBuf) {
+    let dir = temp_dir(scenario);
+    let path = dir.join("app.log");
+    let mut child = spawn_with(scenario, &path, &dir, pause_at);
+    let status = wait(&mut child, Duration::from_secs(30));
+    (status, read_lines(&path), dir)
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.lines().map(str::to_owned).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn stderr_of(dir: &Path, scenario: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{scenario}.stderr"))).unwrap_or_default()
+}
+
+/// Splits a text line into (timestamp, level, thread, target, message), checking its
+/// shape; `None` if it is not a whole, well-formed line.
+fn parse(
+    line: &str,
+) -> Option<(
+    chrono::DateTime<chrono::FixedOffset>,
+    &str,
+    &str,
+    &str,
+    &str,
+)> {
+    let (stamp, rest) = line.split_once(' ')?;
+    let stamp = chrono::DateTime::parse_from_rfc3339(stamp).ok()?;
+    let (level, rest) = rest.trim_start().split_once(" [")?;
+    if !["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&level) {
+        return None;
+    }
+    let (thread, rest) = rest.split_once("] ")?;
+    let (target, message) = rest.split_once(": ")?;
+    Some((stamp, level, thread, target, message))
+}
+
+fn messages_with_target<'a>(lines: &'a [String], target: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .map(|l| parse(l).unwrap_or_else(|| panic!("malformed line {l:?}")))
+        .filter(|(_, _, _, t, _)| *t == target)
+        .map(|(_, _, _, _, m)| m)
+        .collect()
+}
+
+/// A small xorshift generator: the kill moments.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_record_and_tears_no_line() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut rng = Rng(seed);
+    let iterations = 24;
+    let started = Instant::now();
+    let (mut acked_total, mut lines_total, mut torn_tails) = (0usize, 0usize, 0usize);
+    for iteration in 0..iterations {
+        let dir = temp_dir("sigkill");
+        let path = dir.join("app.log");
+        let mut child = spawn("sigkill", &path, &dir);
+        let stdout = child.stdout.take().unwrap();
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let reader = {
+            let acks = Arc::clone(&acks);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    // The harness's "test child ... " may share the first line.
+                    if let Some((_, rest)) = line.split_once("ack ") {
+                        let (t, i) = rest.split_once(' ').unwrap();
+                        acks.lock()
+                            .unwrap()
+                            .push((t.parse::<usize>().unwrap(), i.parse::<u64>().unwrap()));
+                    }
+                }
+            })
+        };
+        // Let it start (exec and install take a few ms), then kill it at a random
+        // moment.
+        std::thread::sleep(Duration::from_millis(30 + rng.below(150)));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        reader.join().unwrap(); // EOF: every ack the child wrote is read
+        let acks = acks.lock().unwrap().clone();
+
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        // After the last '\n' there is nothing, or the one torn line allowed.
+        let tail = lines.pop().unwrap_or_default();
+        if !tail.is_empty() {
+            torn_tails += 1;
+        }
+        let mut next = [0u64; 2];
+        for line in &lines {
+            let (_, level, _, target, message) = parse(line).unwrap_or_else(|| {
+                panic!("iteration {iteration} (seed {seed}): torn or malformed line {line:?}")
+            });
+            assert_eq!((level, target), ("INFO", "crash"), "{line}");
+            if let Some(rest) = message.strip_prefix("crash-test t=") {
+                let (t, rest) = rest.split_once(" i=").unwrap();
+                let (i, pad) = rest.split_once(" pad=").unwrap();
+                let (t, i) = (t.parse::<usize>().unwrap(), i.parse::<u64>().unwrap());
+                assert_eq!(pad.len(), 40 + t * 90, "{line}");
+                // Each thread's records in order, once, without gaps.
+                assert_eq!(i, next[t], "iteration {iteration}: thread {t}");
+                next[t] += 1;
+            } else {
+                assert!(message.starts_with("noise "), "{line}");
+            }
+        }
+        for (t, i) in &acks {
+            assert!(
+                *i < next[*t],
+                "iteration {iteration} (seed {seed}): acknowledged t={t} i={i} is not in the \
+                 file (it has {} records of thread {t})",
+                next[*t]
+            );
+        }
+        acked_total += acks.len();
+        lines_total += lines.len();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    eprintln!(
+        "SIGKILL: {iterations} iterations in {:.1?} (seed {seed}): {acked_total} acknowledged \
+         records checked, {lines_total} whole lines checked, {torn_tails} torn last lines",
+        started.elapsed()
+    );
+    assert!(
+        acked_total >= iterations,
+        "the children acknowledged too little for the test to mean anything"
+    );
+}
+
+fn check_drained(scenario: &str, signal: i32, name: &str) -> usize {
+    check_drained_with(scenario, signal, name, 0)
+}
+
+fn check_drained_with(scenario: &str, signal: i32, name: &str, pause_at: u64) -> usize {
+    let (status, lines, dir) = run_with(scenario, pause_at);
+    assert_eq!(
+        status.signal(),
+        Some(signal),
+        "{status:?}\n{}",
+        stderr_of(&dir, scenario)
+    );
+    let messages = messages_with_target(&lines, "crash");
+    assert_eq!(messages.len(), 1000, "{}", stderr_of(&dir, scenario));
+    for (i, message) in messages.iter().enumerate() {
+        if i % 100 == 7 {
+            let long = "L".repeat(3000);
+            assert_eq!(*message, format!("crash-drain {i} {long}\\ttab"));
+        } else {
+            assert_eq!(*message, format!("crash-drain {i}"));
+        }
+    }
+    // The hand-computed UTC timestamps agree with the clock.
+    let now = chrono::Utc::now();
+    for line in &lines {
+        let (stamp, ..) = parse(line).unwrap();
+        let age = now.signed_duration_since(stamp);
+        assert!(age.num_seconds().abs() < 120, "{line}");
+    }
+    let notices = messages_with_target(&lines, "quelog");
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let prefix = format!("fatal signal {signal} ({name}): the crash handler wrote ");
+    let written: usize = notices[0]
+        .strip_prefix(&prefix)
+        .and_then(|r| r.strip_suffix(" records left in the queue"))
+        .unwrap_or_else(|| panic!("{}", notices[0]))
+        .parse()
+        .unwrap();
+    written
+}
+
+#[test]
+fn fatal_signals_drain_the_queue_into_the_file() {
+    // The listener held back: all 1000 records are the crash handler's.
+    assert_eq!(check_drained("drain-abort", libc::SIGABRT, "SIGABRT"), 1000);
+    assert_eq!(check_drained("drain-segv", libc::SIGSEGV, "SIGSEGV"), 1000);
+    // The listener running: each record written once, by one or the other, wherever
+    // the crash meets it.
+    let mut by_handler = Vec::new();
+    for (n, pause_at) in [0u64, 20_300, 60_600, 100_850, 140_990, 30_999]
+        .iter()
+        .enumerate()
+    {
+        let (scenario, signal, name) = if n % 2 == 0 {
+            ("drain-live", libc::SIGABRT, "SIGABRT")
+        } else {
+            ("drain-live-segv", libc::SIGSEGV, "SIGSEGV")
+        };
+        by_handler.push(check_drained_with(scenario, signal, name, *pause_at));
+    }
+    eprintln!(
+        "crash drain with a live listener, records of 1000 written by the crash handler: \
+         {by_handler:?}"
+    );
+
+    // Control: without the drain, the held-back records die with the process.
+    let (status, lines, _) = run("no-drain-abort");
+    assert_eq!(status.signal(), Some(libc::SIGABRT));
+    assert!(messages_with_target(&lines, "crash").is_empty());
+}
+
+#[test]
+fn a_panic_flushes_before_unwinding_or_aborting() {
+    for (scenario, signal) in [("panic-unwind", None), ("panic-abort", Some(libc::SIGABRT))] {
+        let (status, lines, dir) = run(scenario);
+        assert_eq!(status.signal(), signal, "{scenario}: {status:?}");
+        if signal.is_none() {
+            assert_eq!(status.code(), Some(101), "the test harness saw the panic");
+        }
+        let records = messages_with_target(&lines, "child");
+        let want: Vec<String> = (0..50).map(|i| format!("record {i}")).collect();
+        assert_eq!(records, want, "{scenario}: {}", stderr_of(&dir, scenario));
+        let panics = messages_with_target(&lines, "panic");
+        assert_eq!(panics.len(), 1, "{scenario}: {lines:?}");
+        assert!(
+            panics[0].contains("the child panics on purpose"),
+            "{}",
+            panics[0]
+        );
+        assert!(lines
+            .iter()
+            .any(|l| l.contains(" ERROR [") && l.contains("] panic: ")));
+    }
+    // Control: without the hook, nothing synced the records before the end.
+    let (status, lines, _) = run("panic-unwind-no-hook");
+    assert_eq!(status.code(), Some(101));
+    assert!(lines.is_empty(), "{lines:?}");
+}
+
+#[test]
+fn sigterm_and_sigint_drain_sync_and_end_by_the_signal() {
+    for (scenario, signal, name) in [
+        ("terminate", libc::SIGTERM, "SIGTERM"),
+        ("terminate", libc::SIGINT, "SIGINT"),
+        ("terminate-unhandled", libc::SIGTERM, "SIGTERM"),
+    ] {
+        let dir = temp_dir(scenario);
+        let path = dir.join("app.log");
+        let mut child = spawn(scenario, &path, &dir);
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                // The harness's "test child ... " may share the line.
+                if line.is_ok_and(|l| l.contains("ready")) {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        if ready.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{scenario}: the child never said ready");
+        }
+        // SAFETY: sends a signal to our own child, which is alive (not yet waited for).
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let status = wait(&mut child, Duration::from_secs(20));
+        assert_eq!(
+            status.signal(),
+            Some(signal),
+            "{scenario} {name}: {status:?}"
+        );
+        let lines = read_lines(&path);
+        if scenario == "terminate-unhandled" {
+            // Control: the default action kills at once; nothing was synced.
+            assert!(lines.is_empty(), "{lines:?}");
+            continue;
+        }
+        let records = messages_with_target(&lines, "child");
+        let want: Vec<String> = (0..50).map(|i| format!("record {i}")).collect();
+        assert_eq!(records, want, "{name}: {}", stderr_of(&dir, scenario));
+        let notices = messages_with_target(&lines, "quelog");
+        assert_eq!(
+            notices,
+            [format!(
+                "received {name}: draining the log, then terminating"
+            )]
+        );
+        eprintln!("{name}: status {status:?} (a shell shows {})", 128 + signal);
+    }
+}
+
+#[test]
+fn process_exit_after_shutdown_or_flush_keeps_the_records() {
+    for scenario in ["exit-shutdown", "exit-flush", "exit-plain"] {
+        let (status, lines, dir) = run(scenario);
+        assert_eq!(
+            status.code(),
+            Some(7),
+            "{scenario}: {status:?} {}",
+            stderr_of(&dir, scenario)
+        );
+        let records = messages_with_target(&lines, "child");
+        if scenario == "exit-plain" {
+            // Control: `exit` runs no destructor, the guard never stopped the logger.
+            assert!(records.is_empty(), "{records:?}");
+        } else {
+            let want: Vec<String> = (0..50).map(|i| format!("record {i}")).collect();
+            assert_eq!(records, want, "{scenario}");
+        }
+    }
+}
