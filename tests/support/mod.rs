@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests (and, by path, `examples/storm.rs`).
+
+#![allow(dead_code)]
+
+pub mod storm;
