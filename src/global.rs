@@ -59,11 +59,9 @@ pub(crate) fn stop(installed: &Installed, timeout: Option<Duration>) -> Result<S
         return Ok(installed.handler.stats());
     };
     // From now on log calls go to standard error (counted as dropped after stop).
-    installed
-        .handler
-        .shared
-        .closed
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Closing the ring orders every successful claim before the stop, so the
+    // listener's final drain sees all of them.
+    installed.handler.shared.ring.close();
     match timeout {
         Some(timeout) => listener.stop_within(timeout),
         None => listener.stop_in_place(),

@@ -127,8 +127,6 @@ pub(crate) struct Shared {
     pub(crate) crash_fd: AtomicI32,
     /// The level filter of that file's sink, as `LevelFilter as usize`.
     pub(crate) crash_level: AtomicUsize,
-    /// The listener was stopped for good: producers write to stderr instead.
-    pub(crate) closed: AtomicBool,
     /// A listener thread is serving this queue.
     pub(crate) listener_running: AtomicBool,
     pub(crate) control_tx: Sender<Control>,
@@ -153,7 +151,6 @@ impl Shared {
             reserve_slots,
             crash_fd: AtomicI32::new(-1),
             crash_level: AtomicUsize::new(LevelFilter::Off as usize),
-            closed: AtomicBool::new(false),
             listener_running: AtomicBool::new(false),
             control_tx,
             control_rx,

@@ -88,6 +88,10 @@ const CRASH_CLAIMED: u64 = 2;
 /// `consuming` bit: the fatal-signal handler finished its drain.
 const CRASH_DONE: u64 = 4;
 
+/// Bit of `tail` set by [`Ring::close`]: no claim succeeds any more. Positions never
+/// reach it (2^63 slots).
+const CLOSED: u64 = 1 << 63;
+
 /// `[length: u32 LE][flags: u32 LE]` in front of every record.
 const FRAME_BYTES: usize = 8;
 
@@ -106,6 +110,8 @@ pub(crate) enum ClaimError {
     Full,
     /// Lost the race for `tail` [`CLAIM_ATTEMPTS`] times in a row.
     Contended,
+    /// The ring was closed: its listener stopped for good.
+    Closed,
     /// The record is longer than [`Ring::max_payload`].
     TooLarge,
 }
@@ -167,8 +173,19 @@ impl Ring {
     }
 
     /// Position one past the last claimed slot.
+    ///
+    /// SeqCst, like the successful claim CAS, for the listener's sleep check (see
+    /// [`crate::wake`]): either it sees a claim here, or the claiming producer sees the
+    /// listener's "sleeping" flag. Free on x86, where every load is a plain `mov`.
     pub(crate) fn tail(&self) -> u64 {
-        self.tail.load(Ordering::Acquire)
+        self.tail.load(Ordering::SeqCst) & !CLOSED
+    }
+
+    /// Refuses every claim from now on ([`ClaimError::Closed`]). Claims that succeeded
+    /// before are ordered before the close in `tail`'s history, so once this returns,
+    /// [`Ring::tail`] is final: a consumer that reaches it has seen every record.
+    pub(crate) fn close(&self) {
+        self.tail.fetch_or(CLOSED, Ordering::SeqCst);
     }
 
     fn seq(&self, pos: u64) -> &AtomicU64 {
@@ -179,6 +196,53 @@ impl Ring {
     fn chunk(&self, pos: u64) -> &UnsafeCell<Chunk> {
         // SAFETY: `pos & mask` < chunks.len() because the length is `mask + 1`.
         unsafe { self.chunks.get_unchecked((pos & self.mask) as usize) }
+    }
+
+    /// Calls `f` with a pointer to byte `offset` (< [`SLOT_BYTES`]) of the slot at `pos`
+    /// and how many bytes from there on are contiguous: up to the end of the array, so
+    /// a record that does not wrap is copied in one piece. The caller must own every
+    /// byte it touches (a claim, or a published record it reads).
+    #[cfg(not(loom))]
+    fn with_run_mut<R>(&self, pos: u64, offset: usize, f: impl FnOnce(*mut u8, usize) -> R) -> R {
+        let index = (pos & self.mask) as usize;
+        let available = (self.chunks.len() - index) * SLOT_BYTES - offset;
+        // `UnsafeCell<Chunk>` is `Chunk` (repr(transparent)), 64 bytes with alignment
+        // 64: the array is one run of bytes, and interior mutability allows writing it
+        // through a pointer derived from the shared slice.
+        let base = self.chunks.as_ptr().cast::<u8>().cast_mut();
+        // SAFETY: `index * SLOT_BYTES + offset` < `chunks.len() * SLOT_BYTES`: inside
+        // the allocation.
+        f(unsafe { base.add(index * SLOT_BYTES + offset) }, available)
+    }
+
+    /// [`Ring::with_run_mut`] for reading.
+    #[cfg(not(loom))]
+    fn with_run<R>(&self, pos: u64, offset: usize, f: impl FnOnce(*const u8, usize) -> R) -> R {
+        self.with_run_mut(pos, offset, |run, available| f(run.cast_const(), available))
+    }
+
+    /// [`Ring::with_run_mut`] for reading, under loom: one slot, a tracked read.
+    #[cfg(loom)]
+    fn with_run<R>(&self, pos: u64, offset: usize, f: impl FnOnce(*const u8, usize) -> R) -> R {
+        self.chunk(pos).with(|chunk| {
+            // SAFETY: `offset < SLOT_BYTES`, inside the chunk.
+            f(
+                unsafe { chunk.cast::<u8>().add(offset) },
+                SLOT_BYTES - offset,
+            )
+        })
+    }
+
+    /// Under loom: one slot at a time, through loom's cell, so every access is tracked.
+    #[cfg(loom)]
+    fn with_run_mut<R>(&self, pos: u64, offset: usize, f: impl FnOnce(*mut u8, usize) -> R) -> R {
+        self.chunk(pos).with_mut(|chunk| {
+            // SAFETY: `offset < SLOT_BYTES`, inside the chunk.
+            f(
+                unsafe { chunk.cast::<u8>().add(offset) },
+                SLOT_BYTES - offset,
+            )
+        })
     }
 
     /// Claims room for a record of `payload_len` bytes, or says why not.
@@ -206,6 +270,9 @@ impl Ring {
         let reserve = reserve.min(self.slots() / 2) as u64;
         let mut tail = self.tail.load(Ordering::Relaxed);
         for _ in 0..CLAIM_ATTEMPTS {
+            if tail & CLOSED != 0 {
+                return Err(ClaimError::Closed);
+            }
             let last = tail + need - 1;
             let guard = last + reserve;
             // Acquire pairs with the consumer's release when it freed `guard`: once we
@@ -213,11 +280,12 @@ impl Ring {
             let seq = self.seq(guard).load(Ordering::Acquire);
             if seq == guard {
                 // Free for this lap. The CAS makes the claim exclusive: it succeeds only
-                // if nobody claimed from `tail` since we read it.
+                // if nobody claimed from `tail` since we read it, and fails if the ring
+                // was closed meanwhile (the bit changed `tail`). SeqCst: see `tail()`.
                 match self.tail.compare_exchange_weak(
                     tail,
                     tail + need,
-                    Ordering::Relaxed,
+                    Ordering::SeqCst,
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
@@ -228,8 +296,8 @@ impl Ring {
                             cursor: 0,
                             published: false,
                         };
-                        claim.write(&(len as u32).to_le_bytes());
-                        claim.write(&0u32.to_le_bytes());
+                        let [l0, l1, l2, l3] = (len as u32).to_le_bytes();
+                        claim.write(&[l0, l1, l2, l3, 0, 0, 0, 0]);
                         return Ok(claim);
                     }
                     Err(now) => tail = now,
@@ -308,13 +376,12 @@ impl Ring {
         while offset < to {
             let slot = pos + (offset / SLOT_BYTES) as u64;
             let within = offset % SLOT_BYTES;
-            let take = (to - offset).min(SLOT_BYTES - within);
-            self.chunk(slot).with(|chunk| {
+            let take = self.with_run(slot, within, |src, available| {
+                let take = (to - offset).min(available);
                 // SAFETY: the caller owns the published record (see above): nobody writes
-                // these bytes now; `within + take <= SLOT_BYTES` keeps us in the chunk.
-                let bytes =
-                    unsafe { std::slice::from_raw_parts(chunk.cast::<u8>().add(within), take) };
-                f(bytes);
+                // these bytes now; `take <= available` keeps us inside the run.
+                f(unsafe { std::slice::from_raw_parts(src, take) });
+                take
             });
             offset += take;
         }
@@ -378,18 +445,14 @@ impl Claim<'_> {
         while !rest.is_empty() {
             let slot = self.pos + (self.cursor / SLOT_BYTES) as u64;
             let offset = self.cursor % SLOT_BYTES;
-            let take = rest.len().min(SLOT_BYTES - offset);
-            self.ring.chunk(slot).with_mut(|chunk| {
-                // SAFETY: this claim owns `slot` exclusively (the CAS on `tail`), the
-                // consumer freed it before we claimed (acquire on its stamp), and
-                // `offset + take <= SLOT_BYTES` keeps the copy inside the chunk.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        rest.as_ptr(),
-                        chunk.cast::<u8>().add(offset),
-                        take,
-                    )
-                }
+            let take = self.ring.with_run_mut(slot, offset, |dst, available| {
+                let take = rest.len().min(available);
+                // SAFETY: this claim owns every slot the copy touches exclusively (the
+                // CAS on `tail`; `rest` ends inside the claim), the consumer freed them
+                // before we claimed (acquire on the stamp), and `take <= available`
+                // keeps the copy inside the run `with_run_mut` handed out.
+                unsafe { std::ptr::copy_nonoverlapping(rest.as_ptr(), dst, take) };
+                take
             });
             self.cursor += take;
             rest = rest.get(take..).unwrap_or_default();
@@ -750,6 +813,24 @@ mod tests {
             assert_eq!(pop(&mut consumer).unwrap(), b"y");
         }
         assert!(pop(&mut consumer).is_none());
+    }
+
+    #[test]
+    fn close_refuses_later_claims_and_keeps_earlier_ones() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        push(&ring, b"before").unwrap();
+        let mut open = ring.try_claim(4).unwrap();
+        ring.close();
+        assert_eq!(push(&ring, b"after"), Err(ClaimError::Closed));
+        assert_eq!(ring.tail(), 2, "the closed bit never shows in positions");
+        assert_eq!(pop(&mut consumer).unwrap(), b"before");
+        // A claim made before the close still completes and is read.
+        assert_eq!(consumer.pop_into(&mut Vec::new()), Pop::Pending);
+        open.write(b"open");
+        open.publish();
+        assert_eq!(pop(&mut consumer).unwrap(), b"open");
+        assert!(consumer.is_empty());
     }
 
     #[test]

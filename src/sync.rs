@@ -11,18 +11,18 @@ pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 pub(crate) use loom::cell::UnsafeCell;
 
 /// An `UnsafeCell` with loom's closure-based access API in both builds.
+///
+/// `repr(transparent)`, so an array of them is an array of `T` (the ring copies runs of
+/// several slots through one pointer).
 #[cfg(not(loom))]
 #[derive(Debug)]
+#[repr(transparent)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]
 impl<T> UnsafeCell<T> {
     pub(crate) const fn new(value: T) -> Self {
         Self(std::cell::UnsafeCell::new(value))
-    }
-
-    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
-        f(self.0.get())
     }
 
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {

@@ -1,10 +1,17 @@
 //! Waking the listener: an eventfd it sleeps on, written only when it said it sleeps.
 //!
-//! Producers pay one relaxed load per record while the listener is awake. A producer
-//! that finds the `sleeping` flag set swaps it off and writes the eventfd once; both
-//! are async-signal-safe. There is no full fence on the producer side (it would cost
-//! more than the rest of the call), so a publish can race the listener going to sleep;
-//! the listener's sleep always has a timeout, which bounds the delay that race can add.
+//! Producers pay one load per record while the listener is awake. A producer that
+//! finds the `sleeping` flag set swaps it off and writes the eventfd once; both are
+//! async-signal-safe.
+//!
+//! No wake-up is lost, without a fence on the producer side: the producer's claim is
+//! a SeqCst CAS on the ring's `tail` followed (after publishing) by a SeqCst load of
+//! `sleeping`; the listener stores `sleeping = true` (SeqCst) and then loads `tail`
+//! (SeqCst) before it sleeps. In the single total order of SeqCst operations, either
+//! the listener's load comes after the claim (it sees work and does not sleep) or the
+//! producer's load comes after the store (it sees the flag and wakes it). On x86 this
+//! costs nothing: the CAS is a locked instruction whatever its ordering, and SeqCst
+//! loads are plain loads. The sleep still has a timeout, as a second line of defence.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -35,7 +42,7 @@ impl Waker {
     /// Producer side: wake the listener if it announced it sleeps. Async-signal-safe.
     #[inline]
     pub(crate) fn wake_if_sleeping(&self) {
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
+        if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::AcqRel) {
             self.signal();
         }
     }

@@ -118,7 +118,9 @@ pub(crate) struct MessageBuf<'p> {
     len: usize,
     /// The most bytes this record may carry.
     limit: usize,
-    /// Bytes the caller produced before formatting stopped (at least `len`).
+    /// `INLINE_BYTES.min(limit)`: the fast path's bound.
+    inline_limit: usize,
+    /// Once truncated: bytes the caller produced before formatting stopped.
     produced: usize,
     truncated: bool,
     pool: &'p ScratchPool,
@@ -131,6 +133,7 @@ impl<'p> MessageBuf<'p> {
             inline: [MaybeUninit::uninit(); INLINE_BYTES],
             len: 0,
             limit,
+            inline_limit: INLINE_BYTES.min(limit),
             produced: 0,
             truncated: false,
             pool,
@@ -175,7 +178,12 @@ impl<'p> MessageBuf<'p> {
 
     /// Bytes the caller produced, saturated to `u32`.
     pub(crate) fn produced(&self) -> u32 {
-        self.produced.min(u32::MAX as usize) as u32
+        let produced = if self.truncated {
+            self.produced
+        } else {
+            self.len
+        };
+        produced.min(u32::MAX as usize) as u32
     }
 
     fn capacity(&self) -> usize {
@@ -229,8 +237,25 @@ impl<'p> MessageBuf<'p> {
 
 impl fmt::Write for MessageBuf<'_> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        self.produced = self.produced.saturating_add(text.len());
+        // Fast path, nearly every call: no scratch buffer yet and the piece fits inline.
+        let end = self.len + text.len();
+        if end <= self.inline_limit && self.scratch.is_none() {
+            if let Some(dst) = self.inline.get_mut(self.len..end) {
+                // SAFETY: `dst` is exactly `text.len()` in-bounds elements, and
+                // `MaybeUninit<u8>` has the layout of `u8`.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        text.as_ptr(),
+                        dst.as_mut_ptr().cast::<u8>(),
+                        text.len(),
+                    )
+                };
+                self.len = end;
+                return Ok(());
+            }
+        }
         if self.truncated {
+            self.produced = self.produced.saturating_add(text.len());
             return Err(fmt::Error);
         }
         if self.capacity() - self.len < text.len() {
@@ -244,6 +269,7 @@ impl fmt::Write for MessageBuf<'_> {
             while !text.is_char_boundary(cut) {
                 cut -= 1;
             }
+            self.produced = self.len.saturating_add(text.len());
             self.append(text.as_bytes().get(..cut).unwrap_or_default());
             self.truncated = true;
             return Err(fmt::Error);

@@ -232,12 +232,6 @@ impl QueueHandler {
         let mut message = MessageBuf::new(&shared.scratch, limit);
         let formatted = message.format(record.args());
 
-        if shared.closed.load(Ordering::Relaxed) {
-            write_after_stop(record.level(), target, message.as_bytes());
-            Counters::add(&shared.counters.dropped_after_stop, 1);
-            return;
-        }
-
         let mut flags = 0;
         if message.truncated() {
             flags |= record::FLAG_TRUNCATED;
@@ -293,13 +287,17 @@ impl QueueHandler {
                     if let (Overflow::Block { timeout }, true) = (shared.overflow, may_wait) {
                         let now = Instant::now();
                         let until = *deadline.get_or_insert(now + timeout);
-                        if now < until && !shared.closed.load(Ordering::Relaxed) {
+                        if now < until && reason != ClaimError::Closed {
                             shared.waker.wake_if_sleeping();
                             std::thread::sleep(Duration::from_micros(20));
                             continue;
                         }
                     }
                     let counter = match reason {
+                        ClaimError::Closed => {
+                            write_after_stop(record.level(), target, message.as_bytes());
+                            &shared.counters.dropped_after_stop
+                        }
                         ClaimError::Contended => &shared.counters.dropped_contended,
                         // The message limit keeps records within the ring, so TooLarge
                         // cannot happen; if it did, the ring had no room for it.
@@ -520,10 +518,9 @@ mod tests {
             }
         }
         let start = Instant::now();
-        // Outer call formats first, so the nested flood fills the ring; the nested
+        // The outer call formats first, so the nested flood fills the ring; the nested
         // calls must drop, not wait an hour. The outer call may wait (it is an
-        // ordinary call), so give it a listener-free way out: close the queue.
-        handler.shared.closed.store(false, Ordering::Relaxed);
+        // ordinary call) until the drain below makes room.
         let mut consumer = handler.shared.ring.take_consumer().unwrap();
         std::thread::scope(|s| {
             s.spawn(|| {
