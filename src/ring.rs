@@ -387,6 +387,22 @@ impl Ring {
         }
     }
 
+    /// What the reader at `pos` (the consumer or a crash drain) finds there: the frame
+    /// of a published record, or why there is none. The one place that reads the stamp
+    /// protocol from the consumer's side.
+    fn look(&self, pos: u64) -> Look {
+        // Acquire pairs with the producer's release in `Claim::drop`: a published
+        // record's bytes are visible once its stamp is.
+        if self.seq(pos).load(Ordering::Acquire) == pos + 1 {
+            let (len, flags) = self.read_frame(pos);
+            Look::Published { len, flags }
+        } else if self.tail() == pos {
+            Look::Empty
+        } else {
+            Look::Pending
+        }
+    }
+
     /// Reads the frame of the published record at `pos`: its total length (clamped to
     /// what a producer can write) and flags. Same ownership rule as `read_record`.
     fn read_frame(&self, pos: u64) -> (usize, u32) {
@@ -486,6 +502,16 @@ impl Drop for Claim<'_> {
     }
 }
 
+/// What a reader finds at its position ([`Ring::look`]).
+enum Look {
+    /// A published record: total length (frame included) and frame flags.
+    Published { len: usize, flags: u32 },
+    /// Nothing claimed there yet.
+    Empty,
+    /// Claimed, not yet published.
+    Pending,
+}
+
 /// What [`Consumer::pop_into`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pop {
@@ -555,15 +581,11 @@ impl Consumer<'_> {
         }
         loop {
             let pos = self.head;
-            // Acquire pairs with the producer's release in `Claim::drop`.
-            if self.ring.seq(pos).load(Ordering::Acquire) != pos + 1 {
-                return if self.ring.tail() == pos {
-                    Pop::Empty
-                } else {
-                    Pop::Pending
-                };
-            }
-            let (len, flags) = self.ring.read_frame(pos);
+            let (len, flags) = match self.ring.look(pos) {
+                Look::Published { len, flags } => (len, flags),
+                Look::Empty => return Pop::Empty,
+                Look::Pending => return Pop::Pending,
+            };
             let slots = len.div_ceil(SLOT_BYTES) as u64;
 
             out.clear();
@@ -627,15 +649,11 @@ impl CrashDrain<'_> {
     /// The record at the drain's position, if published.
     pub(crate) fn next(&self) -> CrashNext {
         let pos = self.head;
-        // Acquire pairs with the producer's release in `Claim::drop`.
-        if self.ring.seq(pos).load(Ordering::Acquire) != pos + 1 {
-            return if self.ring.tail() == pos {
-                CrashNext::Empty
-            } else {
-                CrashNext::Pending
-            };
-        }
-        let (len, flags) = self.ring.read_frame(pos);
+        let (len, flags) = match self.ring.look(pos) {
+            Look::Published { len, flags } => (len, flags),
+            Look::Empty => return CrashNext::Empty,
+            Look::Pending => return CrashNext::Pending,
+        };
         CrashNext::Record(CrashRecord {
             pos,
             len,

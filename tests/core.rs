@@ -4,9 +4,12 @@
 //! global logger can be installed only once per process; `guard_lifecycle` is the one
 //! test here that installs it.
 
+mod support;
+
+use support::common::message;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,15 +19,8 @@ use quelog::{
     Sink, SyncPolicy,
 };
 
-fn temp_log(name: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "quelog-core-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir.join(name)
+fn temp_log(name: &str) -> std::path::PathBuf {
+    support::common::temp_log("core", name)
 }
 
 fn log(handler: &QueueHandler, level: Level, args: std::fmt::Arguments<'_>) {
@@ -46,12 +42,6 @@ fn lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-/// The message part of a text line: after "] target: ".
-fn message(line: &str) -> &str {
-    let after_thread = line.split_once("] ").expect("thread field").1;
-    after_thread.split_once(": ").expect("target field").1
 }
 
 /// Checks the shape of every line: RFC 3339 timestamp, level, thread, target.

@@ -5,30 +5,24 @@
 //! The child is this test binary run again with `QUELOG_CHILD` set: the `child` test
 //! below does nothing unless it is set.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quelog::{Builder, Error, LevelFilter, ListenerHooks, Sink, SyncPolicy};
 
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    support::common::temp_dir("crash", name)
+}
+
 const CHILD_ENV: &str = "QUELOG_CHILD";
 const PATH_ENV: &str = "QUELOG_CHILD_PATH";
-
-fn temp_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "quelog-crash-{}-{name}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 // ---------------------------------------------------------------------------------
 // The child side

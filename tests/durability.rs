@@ -2,9 +2,9 @@
 //! returns Ok has its records durable. Numbers (flushes vs syncs, sync latency) are
 //! printed, not asserted on time: run with `--nocapture` to see them.
 
+mod support;
+
 use std::io;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,15 +13,8 @@ use quelog::{
     FileSink, ListenerConfig, QueueConfig, QueueHandler, QueueListener, Sink, Stats, SyncPolicy,
 };
 
-fn temp_log(name: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "quelog-durability-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir.join(name)
+fn temp_log(name: &str) -> std::path::PathBuf {
+    support::common::temp_log("durability", name)
 }
 
 fn log(handler: &QueueHandler, args: std::fmt::Arguments<'_>) {

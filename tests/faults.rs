@@ -2,9 +2,12 @@
 //! and the severity reserve. All in-process, through `QueueHandler` and
 //! `QueueListener` (the global logger can be installed only once per process).
 
+mod support;
+
+use support::common::message;
+
 use std::io;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,15 +17,8 @@ use quelog::{
     SyncPolicy,
 };
 
-fn temp_log(name: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "quelog-faults-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir.join(name)
+fn temp_log(name: &str) -> std::path::PathBuf {
+    support::common::temp_log("faults", name)
 }
 
 fn log(handler: &QueueHandler, level: Level, args: std::fmt::Arguments<'_>) {
@@ -33,12 +29,6 @@ fn log(handler: &QueueHandler, level: Level, args: std::fmt::Arguments<'_>) {
             .args(args)
             .build(),
     );
-}
-
-/// The message part of a text line: after "] target: ".
-fn message(line: &str) -> &str {
-    let after_thread = line.split_once("] ").expect("thread field").1;
-    after_thread.split_once(": ").expect("target field").1
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -1,0 +1,30 @@
+//! Small helpers every integration suite uses.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fresh, empty directory under cargo's per-target temporary directory (so test
+/// runs leave nothing in `/tmp`), unique per process and call.
+pub fn temp_dir(suite: &str, name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "quelog-{suite}-{}-{name}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the test directory");
+    dir
+}
+
+/// A path for a log file named `name` in a fresh directory (not created yet, so
+/// the sink's own directory creation is exercised too).
+pub fn temp_log(suite: &str, name: &str) -> PathBuf {
+    temp_dir(suite, name).join("logs").join(name)
+}
+
+/// The message part of a text line: after "] target: ".
+pub fn message(line: &str) -> &str {
+    let after_thread = line.split_once("] ").expect("thread field").1;
+    after_thread.split_once(": ").expect("target field").1
+}
