@@ -340,6 +340,22 @@ fn sync_policies_sync_as_documented() {
 }
 
 #[test]
+fn a_special_file_as_the_log_is_written_not_lost() {
+    // `/dev/null` cannot be synced (EINVAL): the records are still written, not lost.
+    let (handler, listener) = Builder::new().file("/dev/null").build().unwrap();
+    for i in 0..100 {
+        log(&handler, Level::Info, format_args!("{i}"));
+    }
+    listener.flush().unwrap();
+    let stats = listener.stop().unwrap();
+    assert_eq!(
+        (stats.written, stats.lost, stats.sync_errors),
+        (100, 0, 0),
+        "{stats:?}"
+    );
+}
+
+#[test]
 fn bad_configuration_is_an_error_value() {
     let bad = |builder: Builder| match builder.build() {
         Err(Error::InvalidConfig(why)) => why,

@@ -37,6 +37,9 @@ pub struct FileSink {
     synced_len: u64,
     /// Device and inode of the open file.
     identity: (u64, u64),
+    /// A regular file. Anything else (`/dev/null`, a pipe, a terminal) has nothing to
+    /// make durable, and `fdatasync` on it fails with EINVAL: sync is then a no-op.
+    regular: bool,
 }
 
 impl FileSink {
@@ -56,9 +59,9 @@ impl FileSink {
                     len += 1;
                 }
             }
-            Ok((file, len, (meta.dev(), meta.ino())))
+            Ok((file, len, (meta.dev(), meta.ino()), meta.is_file()))
         });
-        let (file, len, identity) = opened.map_err(|source| Error::Open {
+        let (file, len, identity, regular) = opened.map_err(|source| Error::Open {
             path: path.clone(),
             source,
         })?;
@@ -68,6 +71,7 @@ impl FileSink {
             len,
             synced_len: len,
             identity,
+            regular,
         })
     }
 
@@ -115,7 +119,9 @@ impl Sink for FileSink {
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()?;
+        if self.regular {
+            self.file.sync_data()?;
+        }
         self.synced_len = self.len;
         Ok(())
     }
@@ -127,6 +133,7 @@ impl Sink for FileSink {
         self.len = meta.len();
         self.synced_len = self.synced_len.min(self.len);
         self.identity = (meta.dev(), meta.ino());
+        self.regular = meta.is_file();
         Ok(())
     }
 
@@ -251,6 +258,14 @@ mod tests {
         sink.prepare_rewrite().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"someone else\n");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn special_files_have_nothing_to_sync() {
+        // fdatasync on /dev/null fails with EINVAL; that is not a durability failure.
+        let mut sink = FileSink::open("/dev/null").unwrap();
+        sink.write_batch(b"line\n").unwrap();
+        sink.sync().unwrap();
     }
 
     #[test]
