@@ -9,6 +9,7 @@ use std::time::Duration;
 
 /// Records dropped before they reached the queue, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Dropped {
     /// The ring had no room (in `Overflow::Block` mode: not even after the timeout).
     pub queue_full: u64,
@@ -31,6 +32,7 @@ impl Dropped {
 /// After a clean stop, `enqueued + dropped.total()` is every record the handler
 /// accepted (it passed the level filter), and `enqueued == written + filtered + lost`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Records the listener took off the queue. Records still in the ring are not yet
     /// counted; after `flush()` or a stop this is every record enqueued before it.
@@ -75,6 +77,7 @@ pub struct Stats {
 /// Percentiles are the upper bound of the histogram bucket holding them: at most
 /// 25% above the true value, never below it. `max` is exact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SyncLatency {
     /// Syncs measured.
     pub count: u64,
