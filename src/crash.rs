@@ -31,7 +31,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::handler::on_listener_thread;
+use crate::handler::{clock_nanos, on_listener_thread};
 use crate::queue::Shared;
 use crate::record::HEADER_LEN;
 use crate::ring::{CrashDrain, CrashNext, CrashRecord};
@@ -156,27 +156,11 @@ fn call_previous(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut 
 }
 
 fn monotonic_nanos() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes one timespec into a live local; async-signal-safe.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    clock_nanos(libc::CLOCK_MONOTONIC)
 }
 
 fn realtime_nanos() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes one timespec into a live local; async-signal-safe.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    clock_nanos(libc::CLOCK_REALTIME)
 }
 
 fn sleep_a_millisecond() {

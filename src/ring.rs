@@ -132,10 +132,9 @@ pub(crate) struct Ring {
     mask: u64,
 }
 
-// SAFETY: the slot bytes behind `UnsafeCell` are written only by the producer that
-// owns the claim covering them (exclusive by the CAS on `tail`), and read only by the
-// consumer after the acquire load of the record's stamp that the producer released.
-// Everything else is atomics.
+// SAFETY: slot bytes are written only by the owner of the claim covering them (the
+// CAS on `tail`), read only by the reader that saw their stamp published (acquire on
+// the producer's release); everything else is atomics.
 unsafe impl Sync for Ring {}
 // SAFETY: the ring owns plain bytes and atomics; nothing in it is tied to a thread.
 unsafe impl Send for Ring {}
@@ -463,10 +462,9 @@ impl Claim<'_> {
             let offset = self.cursor % SLOT_BYTES;
             let take = self.ring.with_run_mut(slot, offset, |dst, available| {
                 let take = rest.len().min(available);
-                // SAFETY: this claim owns every slot the copy touches exclusively (the
-                // CAS on `tail`; `rest` ends inside the claim), the consumer freed them
-                // before we claimed (acquire on the stamp), and `take <= available`
-                // keeps the copy inside the run `with_run_mut` handed out.
+                // SAFETY: the claim owns every slot touched (CAS on `tail`; `rest` ends
+                // inside it), freed before we claimed (acquire on the stamp), and
+                // `take <= available` keeps the copy inside the run handed out.
                 unsafe { std::ptr::copy_nonoverlapping(rest.as_ptr(), dst, take) };
                 take
             });

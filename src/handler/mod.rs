@@ -126,12 +126,18 @@ pub(crate) fn waiting_here_could_deadlock() -> bool {
 
 /// Wall-clock time in nanoseconds since the Unix epoch; 0 if the clock fails.
 fn now_nanos() -> u64 {
+    clock_nanos(libc::CLOCK_REALTIME)
+}
+
+/// Nanoseconds on `clock`; 0 if it fails. Async-signal-safe (`clock_gettime`), so the
+/// crash handler uses it too.
+pub(crate) fn clock_nanos(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec into a live local; async-signal-safe.
-    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } != 0 {
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
         return 0;
     }
     (ts.tv_sec as u64)
