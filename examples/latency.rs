@@ -210,6 +210,22 @@ fn wall_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// The baselines' line: raw wall-clock time, level, target, message. A macro because
+/// one baseline writes to an `io::Write` and the other to a `fmt::Write`.
+macro_rules! write_line {
+    ($out:expr, $now:expr, $record:expr) => {
+        writeln!(
+            $out,
+            "{}.{:09} {} {}: {}",
+            $now / 1_000_000_000,
+            $now % 1_000_000_000,
+            $record.level(),
+            $record.target(),
+            $record.args()
+        )
+    };
+}
+
 /// The obvious logger: one lock around a buffered file.
 struct MutexLogger {
     out: Mutex<BufWriter<File>>,
@@ -226,15 +242,7 @@ impl Log for MutexLogger {
         }
         let now = wall_nanos();
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        let _ = writeln!(
-            out,
-            "{}.{:09} {} {}: {}",
-            now / 1_000_000_000,
-            now % 1_000_000_000,
-            record.level(),
-            record.target(),
-            record.args()
-        );
+        let _ = write_line!(out, now, record);
     }
 
     fn flush(&self) {
@@ -294,15 +302,7 @@ impl Log for WriteLogger {
         }
         let now = wall_nanos();
         let mut line = StackBuf::new();
-        let _ = writeln!(
-            line,
-            "{}.{:09} {} {}: {}",
-            now / 1_000_000_000,
-            now % 1_000_000_000,
-            record.level(),
-            record.target(),
-            record.args()
-        );
+        let _ = write_line!(line, now, record);
         let bytes = line.as_bytes();
         // SAFETY: `bytes` is a live, initialised slice for the duration of the call and
         // write(2) only reads it; the descriptor is owned by `self.file`, open while

@@ -44,6 +44,19 @@ fn handler_with(capacity: usize, reserve: f64) -> QueueHandler {
     .unwrap()
 }
 
+/// A queue of 64 KiB with the default severity reserve, served by a listener that
+/// writes to `sink` alone.
+fn start(sink: impl Sink + 'static, sync: SyncPolicy) -> (QueueHandler, QueueListener) {
+    let handler = handler_with(64 << 10, 0.125);
+    let listener = QueueListener::start(
+        &handler,
+        vec![(Box::new(sink), LevelFilter::Trace)],
+        config(sync),
+    )
+    .unwrap();
+    (handler, listener)
+}
+
 fn config(sync: SyncPolicy) -> ListenerConfig {
     ListenerConfig {
         sync,
@@ -74,16 +87,7 @@ impl Sink for Memory {
 
 #[test]
 fn dev_full_loses_and_counts_without_blocking_or_panicking() {
-    let handler = handler_with(64 << 10, 0.125);
-    let listener = QueueListener::start(
-        &handler,
-        vec![(
-            Box::new(FileSink::open("/dev/full").unwrap()),
-            LevelFilter::Trace,
-        )],
-        config(SyncPolicy::EveryBatch),
-    )
-    .unwrap();
+    let (handler, listener) = start(FileSink::open("/dev/full").unwrap(), SyncPolicy::EveryBatch);
     let started = Instant::now();
     std::thread::scope(|s| {
         for t in 0..4 {
@@ -141,13 +145,7 @@ impl Sink for FullThenFree {
 fn disk_full_then_space_again_writes_one_loss_line_then_everything_after() {
     let sink = FullThenFree::default();
     sink.failures.store(3, Ordering::Relaxed);
-    let handler = handler_with(64 << 10, 0.125);
-    let listener = QueueListener::start(
-        &handler,
-        vec![(Box::new(sink.clone()), LevelFilter::Trace)],
-        config(SyncPolicy::EveryRecord),
-    )
-    .unwrap();
+    let (handler, listener) = start(sink.clone(), SyncPolicy::EveryRecord);
     let mut errors = 0;
     for i in 0..60 {
         log(&handler, Level::Info, format_args!("record {i}"));
@@ -254,13 +252,7 @@ impl Sink for FlakyDisk {
 #[test]
 fn failed_sync_rewrites_everything_since_the_last_good_sync_and_flush_reports_it() {
     let disk = FlakyDisk::default();
-    let handler = handler_with(64 << 10, 0.125);
-    let listener = QueueListener::start(
-        &handler,
-        vec![(Box::new(disk.clone()), LevelFilter::Trace)],
-        config(SyncPolicy::Never),
-    )
-    .unwrap();
+    let (handler, listener) = start(disk.clone(), SyncPolicy::Never);
     // Durable before the failure.
     for i in 0..10 {
         log(&handler, Level::Info, format_args!("record {i}"));
@@ -318,13 +310,7 @@ fn failed_sync_rewrites_everything_since_the_last_good_sync_and_flush_reports_it
 #[test]
 fn sync_that_keeps_failing_counts_the_records_lost_and_says_so_later() {
     let disk = FlakyDisk::default();
-    let handler = handler_with(64 << 10, 0.125);
-    let listener = QueueListener::start(
-        &handler,
-        vec![(Box::new(disk.clone()), LevelFilter::Trace)],
-        config(SyncPolicy::Never),
-    )
-    .unwrap();
+    let (handler, listener) = start(disk.clone(), SyncPolicy::Never);
     for i in 0..5 {
         log(&handler, Level::Info, format_args!("record {i}"));
     }

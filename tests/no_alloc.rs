@@ -12,12 +12,15 @@
 //! that only counts), and a mutex runs them one at a time so the counter deltas are
 //! theirs.
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use support::storm::Pad;
 
 struct CountingAllocator;
 
@@ -129,22 +132,6 @@ fn installed() -> &'static Installed {
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `n` characters of `x`, written without allocating.
-struct Pad(usize);
-
-impl fmt::Display for Pad {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const XS: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
-        let mut left = self.0;
-        while left > 0 {
-            let take = left.min(XS.len());
-            f.write_str(&XS[..take])?;
-            left -= take;
-        }
-        Ok(())
-    }
 }
 
 /// What one measured window did.

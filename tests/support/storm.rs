@@ -404,7 +404,7 @@ fn raw_stdout(bytes: &[u8]) {
 }
 
 /// `n` characters of `x`, written without allocating.
-struct Pad(usize);
+pub struct Pad(pub usize);
 
 impl fmt::Display for Pad {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
