@@ -19,9 +19,10 @@ fn main() -> Result<(), quelog::Error> {
     let path = std::env::args_os()
         .nth(1)
         .map_or_else(|| dir.join("drain.log"), std::path::PathBuf::from);
-    let handler = QueueHandler::new(&QueueConfig {
-        capacity: 512 << 20,
-        ..QueueConfig::default()
+    let handler = QueueHandler::new(&{
+        let mut c = QueueConfig::default();
+        c.capacity = 512 << 20;
+        c
     })?;
     for id in 0..RECORDS {
         handler.log(
@@ -45,9 +46,10 @@ fn main() -> Result<(), quelog::Error> {
     let listener = QueueListener::start(
         &handler,
         vec![(Box::new(FileSink::open(&path)?), LevelFilter::Trace)],
-        ListenerConfig {
-            sync: SyncPolicy::Never,
-            ..ListenerConfig::default()
+        {
+            let mut c = ListenerConfig::default();
+            c.sync = SyncPolicy::Never;
+            c
         },
     )?;
     let stats = listener.stop()?;

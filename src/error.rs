@@ -32,6 +32,10 @@ pub enum Error {
     WouldDeadlock,
     /// The request did not complete in time.
     Timeout,
+    /// A flush barrier found records logged before it (since the previous barrier)
+    /// dropped instead of queued: everything else before it is written and synced,
+    /// these are not. The counts say how many, and why.
+    Dropped(crate::stats::Dropped),
     /// A sink failed to write or sync; the records it concerns are not durable.
     Sink {
         /// The kind of the underlying OS error.
@@ -57,6 +61,7 @@ impl Error {
                 message: message.clone(),
             },
             Error::Timeout => Error::Timeout,
+            Error::Dropped(dropped) => Error::Dropped(*dropped),
             Error::WouldDeadlock => Error::WouldDeadlock,
             _ => Error::ListenerStopped,
         }
@@ -79,6 +84,10 @@ impl fmt::Display for Error {
             ),
             Error::Timeout => f.write_str("the quelog listener did not answer in time"),
             Error::Sink { message, .. } => write!(f, "log sink failed: {message}"),
+            Error::Dropped(dropped) => write!(
+                f,
+                "{dropped} logged before this flush were dropped, not written"
+            ),
         }
     }
 }

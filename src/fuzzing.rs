@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use crate::format::TextFormatter;
+use crate::layout::TextFormatter;
 use crate::record;
 use crate::ring::{Claim, ClaimError, Pop, Ring, SLOT_BYTES};
 

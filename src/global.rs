@@ -1,19 +1,13 @@
 //! The installed global logger: [`crate::shutdown`], the panic hook, and the
 //! termination signal thread ([`crate::Builder::handle_termination`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::Duration;
 
 use crate::error::Error;
 use crate::handler::QueueHandler;
 use crate::listener::QueueListener;
 use crate::stats::Stats;
-
-/// How long the panic hook waits for its flush.
-pub(crate) const PANIC_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long a termination signal waits for the drain before the process ends anyway.
-pub(crate) const TERMINATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The logger [`crate::Builder::install`] installed.
 #[derive(Debug)]
@@ -21,6 +15,8 @@ pub(crate) struct Installed {
     pub(crate) handler: QueueHandler,
     /// Taken out, once, by the first stop.
     listener: Mutex<Option<QueueListener>>,
+    /// A stop began: the panic hook passes panics straight to the previous hook.
+    stopped: AtomicBool,
 }
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
@@ -39,6 +35,7 @@ pub(crate) fn install(
     let installed = INSTALLED.get_or_init(|| Installed {
         handler,
         listener: Mutex::new(None),
+        stopped: AtomicBool::new(false),
     });
     *installed
         .listener
@@ -47,9 +44,10 @@ pub(crate) fn install(
     Ok(installed)
 }
 
-/// Stops the installed logger: drains, syncs, joins (within `timeout` if given).
-/// Idempotent: once stopped, answers the final counters.
-pub(crate) fn stop(installed: &Installed, timeout: Option<Duration>) -> Result<Stats, Error> {
+/// Stops the installed logger: closes the queue, drains, syncs, joins, within the
+/// shutdown timeout. Idempotent: once stopped, answers the final counters.
+pub(crate) fn stop(installed: &Installed) -> Result<Stats, Error> {
+    installed.stopped.store(true, Ordering::Release);
     // Held while draining, so a second caller returns only once the first one is done.
     let mut slot = installed
         .listener
@@ -59,13 +57,8 @@ pub(crate) fn stop(installed: &Installed, timeout: Option<Duration>) -> Result<S
         return Ok(installed.handler.stats());
     };
     // From now on log calls go to standard error (counted as dropped after stop).
-    // Closing the ring orders every successful claim before the stop, so the
-    // listener's final drain sees all of them.
-    installed.handler.shared.ring.close();
-    match timeout {
-        Some(timeout) => listener.stop_within(timeout),
-        None => listener.stop_in_place(),
-    }
+    let timeout = installed.handler.shared.shutdown_timeout();
+    listener.stop_within(timeout)
 }
 
 /// Stops the global logger that [`crate::Builder::install`] installed: drains the
@@ -82,21 +75,25 @@ pub(crate) fn stop(installed: &Installed, timeout: Option<Duration>) -> Result<S
 /// handlers: use [`crate::Builder::handle_termination`].
 pub fn shutdown() -> Result<Stats, Error> {
     match INSTALLED.get() {
-        Some(installed) => stop(installed, None),
+        Some(installed) => stop(installed),
         None => Err(Error::ListenerStopped),
     }
 }
 
 /// Chains a panic hook that logs the panic as an error record (target `panic`) and
-/// flushes, at most [`PANIC_FLUSH_TIMEOUT`], before the previous hook runs and the
-/// thread unwinds (or the process aborts, with `panic = "abort"`).
+/// flushes, at most the shutdown timeout, before the previous hook runs and the
+/// thread unwinds (or the process aborts, with `panic = "abort"`). Once a stop began,
+/// it passes panics straight to the previous hook: no record, no flush.
 pub(crate) fn install_panic_hook() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if let Some(installed) = INSTALLED.get() {
-            log::error!(target: "panic", "{info}");
-            // Returns at once on the listener thread and inside a log call.
-            let _ = installed.handler.flush_barrier(Some(PANIC_FLUSH_TIMEOUT));
+            if !installed.stopped.load(Ordering::Acquire) {
+                log::error!(target: "panic", "{info}");
+                // Returns at once on the listener thread and inside a log call; a
+                // dropped record makes it an error, which changes nothing here.
+                let _ = installed.handler.shared.flush_barrier(None);
+            }
         }
         previous(info);
     }));
@@ -118,7 +115,9 @@ pub(crate) fn handle_termination() -> Result<(), Error> {
             let name = signal_hook::low_level::signal_name(signal).unwrap_or("signal");
             log::warn!(target: "quelog", "received {name}: draining the log, then terminating");
             if let Some(installed) = INSTALLED.get() {
-                let _ = stop(installed, Some(TERMINATION_TIMEOUT));
+                // Bounded by the shutdown timeout; a timeout or drops are information
+                // (counted, said on stderr), never a reason not to terminate.
+                let _ = stop(installed);
             }
             // Restores the default action and raises: the process ends by the signal,
             // with the status a shell shows as 128 + its number.

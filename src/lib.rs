@@ -116,15 +116,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
-#[path = "test_hooks.rs"]
-pub mod __test_hooks;
 mod crash;
 mod error;
-mod format;
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod global;
 mod handler;
+mod layout;
 mod listener;
 mod queue;
 mod record;
@@ -134,21 +133,20 @@ mod ring_loom;
 mod sink;
 mod stats;
 mod sync;
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod test_hooks;
 mod wake;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::Error;
-pub use format::Format;
 pub use global::shutdown;
 pub use handler::QueueHandler;
-#[doc(hidden)]
-pub use listener::ListenerHooks;
 pub use listener::{ListenerConfig, QueueListener, SyncPolicy};
 pub use log::LevelFilter;
 pub use queue::{Overflow, QueueConfig};
-pub use record::{decode as decode_record, RecordView};
 pub use sink::{FileSink, Sink, StderrSink};
 pub use stats::{Dropped, Stats, SyncLatency};
 
@@ -304,10 +302,16 @@ impl Builder {
         self
     }
 
-    #[doc(hidden)]
-    /// Test hooks of the listener; not part of the API.
-    pub fn listener_hooks(mut self, hooks: ListenerHooks) -> Builder {
-        self.listener.hooks = hooks;
+    /// The longest anything waits for the listener (default 5 seconds;
+    /// `Duration::MAX`: no limit): dropping the [`Guard`], [`Guard::stop`],
+    /// [`shutdown`], SIGTERM and SIGINT with [`Builder::handle_termination`], a
+    /// [`Guard::flush`] without a timeout, and the panic hook's flush. A stop that runs
+    /// out of time (a sink that never returns: a pipe nobody reads, a hung mount)
+    /// abandons what the listener holds and what is still queued, counts it in
+    /// [`Stats::abandoned`] and says so on standard error, so the process can still
+    /// exit.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Builder {
+        self.listener.shutdown_timeout = timeout;
         self
     }
 
@@ -380,12 +384,12 @@ impl Guard {
     /// next, even if the listener rewrote and synced the records again (see
     /// "Durability" in the crate docs).
     pub fn flush(&self) -> Result<(), Error> {
-        self.installed.handler.flush_barrier(None)
+        self.installed.handler.shared.flush_barrier(None)
     }
 
     /// [`Guard::flush`] that gives up with [`Error::Timeout`] after `timeout`.
     pub fn flush_timeout(&self, timeout: Duration) -> Result<(), Error> {
-        self.installed.handler.flush_barrier(Some(timeout))
+        self.installed.handler.shared.flush_barrier(Some(timeout))
     }
 
     /// The queue's counters.
@@ -396,12 +400,12 @@ impl Guard {
     /// Stops the logger now and returns the final counters (what dropping does,
     /// with the result). After [`shutdown`], the same counters again.
     pub fn stop(self) -> Result<Stats, Error> {
-        global::stop(self.installed, None)
+        global::stop(self.installed)
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = global::stop(self.installed, None);
+        let _ = global::stop(self.installed);
     }
 }

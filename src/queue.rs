@@ -2,8 +2,8 @@
 //! control channel. The record path is the ring; crossbeam-channel carries only
 //! control messages (flush barriers, stop), where blocking is fine.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::LevelFilter;
@@ -31,8 +31,17 @@ pub enum Overflow {
     },
 }
 
-/// Settings of one queue (the handler side). [`crate::Builder`] fills these for you.
+/// Settings of one queue (the handler side). [`crate::Builder`] fills these for you; to
+/// set them by hand, start from the default:
+///
+/// ```
+/// let mut config = quelog::QueueConfig::default();
+/// config.capacity = 1 << 20;
+/// let handler = quelog::QueueHandler::new(&config)?;
+/// # Ok::<(), quelog::Error>(())
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct QueueConfig {
     /// Bytes of record space in the ring, rounded up to a power of two of 64-byte
     /// slots. From 1 KiB to 1 GiB; default 4 MiB.
@@ -105,6 +114,8 @@ pub(crate) enum Control {
     /// Barriers that are answered together share one sync (group commit).
     Flush {
         upto: u64,
+        /// The drop counters when the barrier was asked for.
+        dropped: crate::stats::Dropped,
         ack: Sender<Result<(), Error>>,
     },
     /// Drain, sync and exit.
@@ -129,6 +140,13 @@ pub(crate) struct Shared {
     pub(crate) crash_level: AtomicUsize,
     /// A listener thread is serving this queue.
     pub(crate) listener_running: AtomicBool,
+    /// Records of the batch the listener is writing right now, not yet counted as
+    /// written or lost: a stop that runs out of time takes them as abandoned (whoever
+    /// swaps it to zero first counts them).
+    pub(crate) in_flight: AtomicU64,
+    /// The listener's [`crate::ListenerConfig::shutdown_timeout`] in nanoseconds
+    /// (`u64::MAX`: none), for waits on the handler side.
+    shutdown_timeout_nanos: AtomicU64,
     pub(crate) control_tx: Sender<Control>,
     pub(crate) control_rx: Receiver<Control>,
 }
@@ -152,8 +170,68 @@ impl Shared {
             crash_fd: AtomicI32::new(-1),
             crash_level: AtomicUsize::new(LevelFilter::Off as usize),
             listener_running: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
+            shutdown_timeout_nanos: AtomicU64::new(
+                crate::listener::DEFAULT_SHUTDOWN_TIMEOUT.as_nanos() as u64,
+            ),
             control_tx,
             control_rx,
         })
+    }
+}
+
+impl Shared {
+    pub(crate) fn set_shutdown_timeout(&self, timeout: Duration) {
+        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        self.shutdown_timeout_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// How long waits for the listener last at most; `None`: no limit.
+    pub(crate) fn shutdown_timeout(&self) -> Option<Duration> {
+        match self.shutdown_timeout_nanos.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+}
+
+impl Shared {
+    /// Asks the listener to write and sync everything queued before this call, and
+    /// waits for the answer up to `timeout` (`None`: up to the shutdown timeout), never
+    /// past the listener's death. The control plane: it may block, but never where
+    /// waiting could be for this very thread.
+    pub(crate) fn flush_barrier(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        if crate::handler::waiting_here_could_deadlock() {
+            return Err(Error::WouldDeadlock);
+        }
+        if !self.listener_running.load(Ordering::Acquire) {
+            return Err(Error::ListenerStopped);
+        }
+        let (ack, answer) = crossbeam_channel::bounded(1);
+        let upto = self.ring.tail();
+        let dropped = self.counters.dropped();
+        self.control_tx
+            .send(Control::Flush { upto, dropped, ack })
+            .map_err(|_| Error::ListenerStopped)?;
+        self.waker.wake();
+        let limit = timeout.or_else(|| self.shutdown_timeout());
+        // A limit past the clock's range is no limit.
+        let deadline = limit.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            match answer.recv_timeout(Duration::from_millis(50)) {
+                Ok(result) => return result,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::ListenerStopped)
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if !self.listener_running.load(Ordering::Acquire) {
+                        return Err(Error::ListenerStopped);
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Error::Timeout);
+                    }
+                }
+            }
+        }
     }
 }

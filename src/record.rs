@@ -104,38 +104,41 @@ impl Header {
     }
 }
 
-/// A decoded record, borrowing the bytes the listener copied out of the ring.
+/// A decoded record, borrowing the bytes the listener copied out of the ring. The text
+/// layout prints some fields; the rest are decoded for the layouts to come (JSON
+/// prints the source location on request) and checked by the tests.
 #[derive(Debug, Clone, Copy)]
-pub struct RecordView<'a> {
+#[allow(dead_code)]
+pub(crate) struct RecordView<'a> {
     /// Nanoseconds since the Unix epoch, taken on the calling thread.
-    pub timestamp_nanos: u64,
+    pub(crate) timestamp_nanos: u64,
     /// The calling thread's kernel thread id.
-    pub thread_id: u32,
+    pub(crate) thread_id: u32,
     /// Severity.
-    pub level: log::Level,
+    pub(crate) level: log::Level,
     /// The record's target (by default the module path).
-    pub target: &'a str,
+    pub(crate) target: &'a str,
     /// The module path, if the caller's record had one.
-    pub module_path: Option<&'a str>,
+    pub(crate) module_path: Option<&'a str>,
     /// The source file, if the caller's record had one.
-    pub file: Option<&'a str>,
+    pub(crate) file: Option<&'a str>,
     /// The source line, if the caller's record had one.
-    pub line: Option<u32>,
+    pub(crate) line: Option<u32>,
     /// The formatted message. Valid UTF-8 up to a possible cut, which the formatter
     /// shows; invalid sequences are never produced by the handler.
-    pub message: &'a [u8],
+    pub(crate) message: &'a [u8],
     /// Bytes the caller's message had; more than `message.len()` when truncated.
-    pub message_full_len: u32,
+    pub(crate) message_full_len: u32,
     /// Logged while another log call was running on the same thread.
-    pub nested: bool,
+    pub(crate) nested: bool,
     /// Formatting the message failed part way (a `Display` returned an error or
     /// panicked); `message` holds what was produced before.
-    pub format_error: bool,
+    pub(crate) format_error: bool,
 }
 
 impl RecordView<'_> {
     /// Whether the message was cut to fit the record size limit.
-    pub fn truncated(&self) -> bool {
+    pub(crate) fn truncated(&self) -> bool {
         self.message_full_len as usize > self.message.len()
     }
 }
@@ -156,7 +159,7 @@ pub(crate) fn level_to_u8(level: log::Level) -> u8 {
 
 /// Decodes a record, or `None` if the bytes are not a record the handler wrote.
 /// Never panics on any input (it is a fuzz target).
-pub fn decode(bytes: &[u8]) -> Option<RecordView<'_>> {
+pub(crate) fn decode(bytes: &[u8]) -> Option<RecordView<'_>> {
     let (header, rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
     let header = Header::decode(header);
     if header.record_len() != bytes.len() {

@@ -49,16 +49,25 @@
 //! # Who consumes: the listener or a crash
 //!
 //! Records have one reader at a time. The listener's [`Consumer`] holds the
-//! `consuming` token (bit `CONSUMER_ACTIVE`) from the moment it takes records off the
-//! ring until the bytes of those records are in its sinks ([`Consumer::hold`] ..
-//! [`Consumer::release`]), and publishes its position in `resume_at` when it lets go.
+//! `consuming` token (bit `CONSUMER_ACTIVE`) while it takes records off the ring
+//! ([`Consumer::hold`] .. [`Consumer::begin_write`] or [`Consumer::release`]), and
+//! publishes its position in `resume_at` when it lets go. While it writes the records
+//! it took into its sinks it holds `CONSUMER_WRITING` instead ([`Consumer::begin_write`]
+//! .. [`Consumer::end_write`]): the ring itself is free then, but those records are in
+//! the listener's hands.
+//!
 //! A fatal-signal handler sets `CRASH_CLAIMED` with one `fetch_or`: from then on the
-//! listener cannot take the token again, and once the listener's bit is clear the
+//! listener cannot take the token again, and once both listener bits are clear the
 //! handler owns every record from `resume_at` on ([`Ring::crash_drain`]). A record is
 //! therefore written by the listener or by the crash handler, never by both: the
-//! listener's records are out of the ring only while it holds the token, and it lets
-//! go only after they are written. The handler sets `CRASH_DONE` when it is finished,
-//! so a second thread that crashes at the same time can wait for it.
+//! listener's records are out of the ring only while it holds one of its bits, and it
+//! clears the last one only after they are written. The handler sets `CRASH_DONE` when
+//! it is finished, so a second thread that crashes at the same time can wait for it.
+//!
+//! A stop that runs out of time (a sink that never returns) sets `ABANDONED`
+//! ([`Ring::abandon`]): the listener cannot take the token again, and once
+//! `CONSUMER_ACTIVE` is clear the stopping thread counts what is left unread
+//! ([`Ring::count_unread`]) without racing the listener for it.
 //!
 //! Every record starts with an 8-byte frame: its total length and flags, so the
 //! consumer knows how many slots to read and free. The rest is opaque bytes; the
@@ -87,6 +96,10 @@ const CONSUMER_ACTIVE: u64 = 1;
 const CRASH_CLAIMED: u64 = 2;
 /// `consuming` bit: the fatal-signal handler finished its drain.
 const CRASH_DONE: u64 = 4;
+/// `consuming` bit: the listener is writing records it took off the ring.
+const CONSUMER_WRITING: u64 = 8;
+/// `consuming` bit: a stop gave up on the listener; it never consumes again.
+const ABANDONED: u64 = 16;
 
 /// Bit of `tail` set by [`Ring::close`]: no claim succeeds any more. Positions never
 /// reach it (2^63 slots).
@@ -97,6 +110,10 @@ const FRAME_BYTES: usize = 8;
 
 /// Frame flag: the claim was dropped without being published; the consumer skips it.
 const FRAME_ABORTED: u32 = 1;
+
+/// Reader-side flag from [`Ring::read_frame`], never written by a producer: the frame's
+/// length is impossible (memory corruption elsewhere).
+const FRAME_CORRUPT: u32 = 1 << 31;
 
 /// One slot's bytes, aligned so a one-slot record touches one cache line.
 #[allow(dead_code)] // read and written through raw pointers only
@@ -248,6 +265,7 @@ impl Ring {
     ///
     /// Bounded steps: at most [`CLAIM_ATTEMPTS`] loads and CASes; never waits for
     /// another thread, never allocates, never panics.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) fn try_claim(&self, payload_len: usize) -> Result<Claim<'_>, ClaimError> {
         self.try_claim_leaving(payload_len, 0)
     }
@@ -332,11 +350,77 @@ impl Ring {
         self.consuming.fetch_or(CRASH_CLAIMED, Ordering::AcqRel) & CRASH_CLAIMED == 0
     }
 
-    /// Fatal-signal side: whether the listener still holds the `consuming` token (it
-    /// is writing records it took out of the ring). After [`Ring::crash_claim`] it
+    /// Fatal-signal side: whether the listener still has records out of the ring
+    /// (taking them, or writing them to its sinks). After [`Ring::crash_claim`] it
     /// cannot take the token again, so once this is `false` it stays `false`.
     pub(crate) fn consumer_active(&self) -> bool {
-        self.consuming.load(Ordering::Acquire) & CONSUMER_ACTIVE != 0
+        self.consuming.load(Ordering::Acquire) & (CONSUMER_ACTIVE | CONSUMER_WRITING) != 0
+    }
+
+    /// Stop side, when the listener did not finish in time: forbids it to take records
+    /// again, and waits at most `grace` for it to finish taking the batch it is taking
+    /// (a bounded, in-memory step). Returns whether the ring is now free to count with
+    /// [`Ring::count_unread`].
+    #[cfg(not(loom))]
+    pub(crate) fn abandon(&self, grace: std::time::Duration) -> bool {
+        self.consuming.fetch_or(ABANDONED, Ordering::AcqRel);
+        let start = std::time::Instant::now();
+        loop {
+            if self.consuming.load(Ordering::Acquire) & CONSUMER_ACTIVE == 0 {
+                return true;
+            }
+            if start.elapsed() >= grace {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Published records, and runs of claimed-but-unpublished slots (each at least one
+    /// interrupted claim), between the last reader's position and `tail`; read only.
+    /// Call only after [`Ring::close`] and a successful [`Ring::abandon`]: nobody
+    /// claims, nobody consumes, and published bytes no longer change.
+    #[cfg(not(loom))]
+    pub(crate) fn count_unread(&self) -> (u64, u64) {
+        let mut records = 0;
+        let from = self.resume_at.load(Ordering::Acquire);
+        let pending = self.scan(from, self.tail(), |_, _, flags| {
+            if flags & FRAME_ABORTED == 0 {
+                records += 1;
+            }
+        });
+        (records, pending)
+    }
+
+    /// Visits, in order, every published record whose first slot lies in `[from, to)`
+    /// with its position, total length and frame flags, stepping over claimed but
+    /// unpublished slots one at a time. Only the first slot of a published record has
+    /// `seq == pos + 1` (continuation slots are never stamped), so a record start is
+    /// recognised wherever it is, even behind a claim whose length is unknown. Returns
+    /// the number of unpublished runs stepped over.
+    ///
+    /// The caller must be the only reader of `[from, to)`, and every slot there must be
+    /// claimed for this lap (`to` at most `tail`).
+    fn scan(&self, from: u64, to: u64, mut visit: impl FnMut(u64, usize, u32)) -> u64 {
+        let mut pos = from;
+        let mut pending_runs = 0;
+        let mut in_run = false;
+        while pos < to {
+            // Acquire pairs with the producer's release in `Claim::drop`.
+            if self.seq(pos).load(Ordering::Acquire) == pos + 1 {
+                let (len, flags) = self.read_frame(pos);
+                visit(pos, len, flags);
+                pos += len.div_ceil(SLOT_BYTES) as u64;
+                in_run = false;
+            } else {
+                if !in_run {
+                    pending_runs += 1;
+                    in_run = true;
+                }
+                pos += 1;
+            }
+        }
+        pending_runs
     }
 
     /// Fatal-signal side: the records not yet taken by the listener, for the thread
@@ -353,6 +437,16 @@ impl Ring {
             ring: self,
             head: self.resume_at.load(Ordering::Relaxed),
         })
+    }
+
+    /// Whether [`Ring::close`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tail.load(Ordering::SeqCst) & CLOSED != 0
+    }
+
+    /// Whether a fatal-signal handler claimed the ring.
+    pub(crate) fn crash_claimed(&self) -> bool {
+        self.consuming.load(Ordering::Acquire) & CRASH_CLAIMED != 0
     }
 
     /// Fatal-signal side: says the crash drain is over (written or given up).
@@ -394,6 +488,9 @@ impl Ring {
         // record's bytes are visible once its stamp is.
         if self.seq(pos).load(Ordering::Acquire) == pos + 1 {
             let (len, flags) = self.read_frame(pos);
+            if flags & FRAME_CORRUPT != 0 {
+                return Look::Corrupt;
+            }
             Look::Published { len, flags }
         } else if self.tail() == pos {
             Look::Empty
@@ -417,13 +514,13 @@ impl Ring {
         let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
         let flags = u32::from_le_bytes([f0, f1, f2, f3]);
         // A length the producer could not have written means memory corruption
-        // elsewhere; read one slot so the ring keeps moving rather than panic.
-        let len = if (FRAME_BYTES..=FRAME_BYTES + self.max_payload()).contains(&len) {
-            len
+        // elsewhere: say so (the reader then looks for the next record start) and
+        // report one slot, never a length that runs off the claim.
+        if (FRAME_BYTES..=FRAME_BYTES + self.max_payload()).contains(&len) {
+            (len, flags & !FRAME_CORRUPT)
         } else {
-            SLOT_BYTES
-        };
-        (len, flags)
+            (SLOT_BYTES, flags | FRAME_CORRUPT)
+        }
     }
 
     /// Frees the `slots` slots of the record at `pos` for the next lap, in increasing
@@ -508,6 +605,8 @@ enum Look {
     Empty,
     /// Claimed, not yet published.
     Pending,
+    /// Published, with a frame no producer could have written.
+    Corrupt,
 }
 
 /// What [`Consumer::pop_into`] found.
@@ -520,6 +619,9 @@ pub(crate) enum Pop {
     /// The next record is claimed but not yet published: its producer is between
     /// claim and publish (perhaps interrupted by a signal). Try again later.
     Pending,
+    /// A record with an impossible frame (memory corruption elsewhere) was skipped, up
+    /// to the next record start: count it lost.
+    Damaged,
 }
 
 /// The single consumer. Only one exists per ring at a time.
@@ -535,14 +637,80 @@ impl Consumer<'_> {
     /// crash drain claimed the ring (then this consumer never reads again).
     pub(crate) fn hold(&mut self) -> bool {
         if !self.holding {
-            // Acquire: a crash drain cannot have run (it never gives the token back).
-            self.holding = self
-                .ring
-                .consuming
-                .compare_exchange(0, CONSUMER_ACTIVE, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok();
+            // Only from a state without a crash claim or an abandon; `CONSUMER_WRITING`
+            // may be set (the listener's own previous batch). Acquire: whoever held the
+            // ring before left `resume_at` and its frees visible.
+            let state = self.ring.consuming.load(Ordering::Relaxed);
+            self.holding = state & (CRASH_CLAIMED | ABANDONED | CONSUMER_ACTIVE) == 0
+                && self
+                    .ring
+                    .consuming
+                    .compare_exchange(
+                        state,
+                        state | CONSUMER_ACTIVE,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok();
         }
         self.holding
+    }
+
+    /// Done taking records for now, about to write them to the sinks: trades
+    /// `CONSUMER_ACTIVE` for `CONSUMER_WRITING`, so a crash drain still waits for the
+    /// batch while a stop that gives up may count the ring. Setting the writing bit
+    /// first means there is no moment with neither.
+    pub(crate) fn begin_write(&mut self) {
+        if self.holding {
+            self.ring
+                .consuming
+                .fetch_or(CONSUMER_WRITING, Ordering::Relaxed);
+            self.release();
+        }
+    }
+
+    /// The records taken before [`Consumer::begin_write`] are written: the listener has
+    /// nothing out of the ring any more.
+    pub(crate) fn end_write(&mut self) {
+        // Release: a crash drain that sees the bit clear sees the sinks' writes as done.
+        self.ring
+            .consuming
+            .fetch_and(!CONSUMER_WRITING, Ordering::Release);
+    }
+
+    /// Whether a stop gave up on this consumer ([`Ring::abandon`]).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.ring.consuming.load(Ordering::Acquire) & ABANDONED != 0
+    }
+
+    /// At a final stop, once the ring is closed and the records before a claim that
+    /// was never published have waited long enough: takes every published record
+    /// behind such claims, in position order, calling `take` with each payload, and
+    /// frees them. Returns the number of unpublished runs stepped over (each at least
+    /// one interrupted log call, whose record will never be read). Afterwards the
+    /// consumer is at the end of the ring.
+    pub(crate) fn take_behind_pending(
+        &mut self,
+        out: &mut Vec<u8>,
+        mut take: impl FnMut(&[u8]),
+    ) -> u64 {
+        if !self.hold() {
+            return 0;
+        }
+        let ring = self.ring;
+        let end = ring.tail();
+        let pending = ring.scan(self.head, end, |pos, len, flags| {
+            if flags & (FRAME_ABORTED | FRAME_CORRUPT) == 0 {
+                out.clear();
+                ring.read_record(pos, FRAME_BYTES, len, |bytes| out.extend_from_slice(bytes));
+                take(out);
+            }
+            // Out of order, which is harmless only because the ring is closed: nobody
+            // will claim these slots again.
+            ring.free_record(pos, len.div_ceil(SLOT_BYTES) as u64);
+        });
+        self.head = end;
+        pending
     }
 
     /// Gives the token back, publishing the position: call once everything taken out
@@ -583,6 +751,7 @@ impl Consumer<'_> {
                 Look::Published { len, flags } => (len, flags),
                 Look::Empty => return Pop::Empty,
                 Look::Pending => return Pop::Pending,
+                Look::Corrupt => return self.skip_damaged(),
             };
             let slots = len.div_ceil(SLOT_BYTES) as u64;
 
@@ -598,6 +767,36 @@ impl Consumer<'_> {
                 return Pop::Record;
             }
         }
+    }
+}
+
+impl Consumer<'_> {
+    /// The record at `head` has an impossible frame, so its length is unknown: move to
+    /// the next record start that is published (found by its stamp, see
+    /// [`Ring::scan`]), freeing the slots in between as the damaged record's. If no
+    /// record after it is published yet, wait ([`Pop::Pending`]) rather than guess.
+    fn skip_damaged(&mut self) -> Pop {
+        let ring = self.ring;
+        let pos = self.head;
+        let end = ring.tail();
+        let mut next = None;
+        let mut at = pos + 1;
+        while at < end {
+            if ring.seq(at).load(Ordering::Acquire) == at + 1 {
+                next = Some(at);
+                break;
+            }
+            at += 1;
+        }
+        let Some(next) = next else {
+            return Pop::Pending;
+        };
+        // The slots up to `next` were claimed for this lap (they lie before `tail`).
+        // Usually they are the damaged record's continuation; if one was another
+        // producer's unpublished claim, memory was corrupt anyway.
+        ring.free_record(pos, next - pos);
+        self.head = next;
+        Pop::Damaged
     }
 }
 
@@ -650,7 +849,9 @@ impl CrashDrain<'_> {
         let (len, flags) = match self.ring.look(pos) {
             Look::Published { len, flags } => (len, flags),
             Look::Empty => return CrashNext::Empty,
-            Look::Pending => return CrashNext::Pending,
+            // The handler cannot search safely for the next record start; a damaged
+            // frame ends the drain like a pending claim.
+            Look::Pending | Look::Corrupt => return CrashNext::Pending,
         };
         CrashNext::Record(CrashRecord {
             pos,
@@ -1049,6 +1250,7 @@ mod tests {
                     seen[id].push(seq);
                 }
                 Pop::Pending => std::hint::spin_loop(),
+                Pop::Damaged => panic!("no frame is corrupt here"),
                 Pop::Empty => {
                     if producers.iter().all(|p| p.is_finished()) && consumer.is_empty() {
                         break;
@@ -1060,5 +1262,103 @@ mod tests {
         for (id, producer) in producers.into_iter().enumerate() {
             assert_eq!(seen[id], producer.join().unwrap(), "producer {id}");
         }
+    }
+
+    /// Overwrites the frame length of the record at `pos` (simulated memory corruption).
+    fn corrupt_frame(ring: &Ring, pos: u64) {
+        ring.with_run_mut(pos, 0, |frame, _| {
+            // SAFETY: test only, single-threaded: nobody else touches the ring, and the
+            // first four bytes of a slot are inside it.
+            unsafe { std::ptr::copy_nonoverlapping(u32::MAX.to_le_bytes().as_ptr(), frame, 4) }
+        });
+    }
+
+    #[test]
+    fn a_corrupt_frame_is_skipped_up_to_the_next_record() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        push(&ring, &payload_for_slots(3, 1)).unwrap(); // slots 0..3
+        push(&ring, b"after").unwrap(); // slot 3
+        corrupt_frame(&ring, 0);
+        // Before the fix the consumer freed one slot and then waited for ever on the
+        // unstamped continuation slot 1.
+        assert_eq!(consumer.pop_into(&mut Vec::new()), Pop::Damaged);
+        assert_eq!(consumer.position(), 3);
+        assert_eq!(pop(&mut consumer).unwrap(), b"after");
+        assert!(consumer.is_empty());
+        // The skipped slots were freed for the next lap: the ring fills again fully.
+        for _ in 0..16 {
+            push(&ring, b"").unwrap();
+        }
+        assert_eq!(push(&ring, b""), Err(ClaimError::Full));
+    }
+
+    #[test]
+    fn a_corrupt_last_record_waits_instead_of_guessing() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        push(&ring, &payload_for_slots(2, 1)).unwrap();
+        corrupt_frame(&ring, 0);
+        assert_eq!(consumer.pop_into(&mut Vec::new()), Pop::Pending);
+        push(&ring, b"next").unwrap();
+        assert_eq!(consumer.pop_into(&mut Vec::new()), Pop::Damaged);
+        assert_eq!(pop(&mut consumer).unwrap(), b"next");
+    }
+
+    #[test]
+    fn take_behind_pending_reads_past_an_unpublished_claim() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        push(&ring, b"first").unwrap();
+        let held = ring.try_claim(100).unwrap(); // 2 slots, never published in time
+        push(&ring, &payload_for_slots(2, 7)).unwrap();
+        let aborted = ring.try_claim(3).unwrap();
+        drop(aborted);
+        push(&ring, b"last").unwrap();
+        assert_eq!(pop(&mut consumer).unwrap(), b"first");
+        assert_eq!(consumer.pop_into(&mut Vec::new()), Pop::Pending);
+        ring.close();
+        let mut taken = Vec::new();
+        let pending = consumer.take_behind_pending(&mut Vec::new(), |p| taken.push(p.to_vec()));
+        assert_eq!(pending, 1);
+        assert_eq!(taken, vec![payload_for_slots(2, 7), b"last".to_vec()]);
+        assert!(consumer.is_empty());
+        drop(held);
+    }
+
+    #[test]
+    fn an_abandoned_ring_is_counted_not_consumed() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        push(&ring, b"taken").unwrap();
+        assert_eq!(pop(&mut consumer).unwrap(), b"taken");
+        // The listener goes off to write its batch and never comes back.
+        consumer.begin_write();
+        push(&ring, b"a").unwrap();
+        let held = ring.try_claim(1).unwrap();
+        push(&ring, &payload_for_slots(3, 2)).unwrap();
+        ring.close();
+        assert!(
+            ring.consumer_active(),
+            "a crash drain still waits for the batch"
+        );
+        assert!(ring.abandon(std::time::Duration::from_millis(10)));
+        assert_eq!(ring.count_unread(), (2, 1));
+        // If the listener ever returns, it takes nothing more.
+        consumer.end_write();
+        assert!(consumer.abandoned());
+        assert!(!consumer.hold());
+        drop(held);
+    }
+
+    #[test]
+    fn abandon_waits_for_a_consumer_that_is_taking_records() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        push(&ring, b"x").unwrap();
+        assert!(consumer.hold());
+        assert!(!ring.abandon(std::time::Duration::from_millis(5)));
+        consumer.release();
+        assert!(ring.abandon(std::time::Duration::from_millis(5)));
     }
 }

@@ -59,7 +59,7 @@ fn pop_once(consumer: &mut Consumer<'_>) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     match consumer.pop_into(&mut out) {
         Pop::Record => Some(out),
-        Pop::Empty | Pop::Pending => None,
+        Pop::Empty | Pop::Pending | Pop::Damaged => None,
     }
 }
 
@@ -82,6 +82,7 @@ fn drain(consumer: &mut Consumer<'_>, seen: &mut Vec<Vec<u8>>) {
             Pop::Record => seen.push(out),
             Pop::Empty => return,
             Pop::Pending => panic!("a record is pending after every producer returned"),
+            Pop::Damaged => panic!("no frame is ever corrupt here"),
         }
     }
 }

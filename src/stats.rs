@@ -25,12 +25,53 @@ impl Dropped {
     pub fn total(&self) -> u64 {
         self.queue_full + self.contended + self.after_stop
     }
+
+    /// The drops counted since `earlier`, reason by reason.
+    pub(crate) fn since(&self, earlier: Dropped) -> Dropped {
+        Dropped {
+            queue_full: self.queue_full.saturating_sub(earlier.queue_full),
+            contended: self.contended.saturating_sub(earlier.contended),
+            after_stop: self.after_stop.saturating_sub(earlier.after_stop),
+        }
+    }
+
+    /// The larger count of each reason.
+    pub(crate) fn max(&self, other: Dropped) -> Dropped {
+        Dropped {
+            queue_full: self.queue_full.max(other.queue_full),
+            contended: self.contended.max(other.contended),
+            after_stop: self.after_stop.max(other.after_stop),
+        }
+    }
+}
+
+impl std::fmt::Display for Dropped {
+    /// `"12 records (queue full: 10, contended: 2)"`, naming only the reasons that
+    /// count.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} records (", self.total())?;
+        let reasons = [
+            ("queue full", self.queue_full),
+            ("contended", self.contended),
+            ("after stop", self.after_stop),
+        ];
+        let mut first = true;
+        for (name, count) in reasons.into_iter().filter(|(_, n)| *n > 0) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            write!(f, "{name}: {count}")?;
+            first = false;
+        }
+        f.write_str(")")
+    }
 }
 
 /// A snapshot of a queue's counters.
 ///
-/// After a clean stop, `enqueued + dropped.total()` is every record the handler
-/// accepted (it passed the level filter), and `enqueued == written + filtered + lost`.
+/// After any stop, `enqueued + dropped.total()` is every record the handler accepted
+/// (it passed the level filter), and
+/// `enqueued == written + filtered + lost + abandoned`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -47,8 +88,16 @@ pub struct Stats {
     pub filtered: u64,
     /// Records at least one sink failed to write (disk full, I/O error, a panicking
     /// sink), or whose sync failed and could not be rewritten and synced again.
-    /// Reported in the log itself once the sink recovers.
+    /// Reported in the log itself once the sink recovers. Includes `damaged`.
     pub lost: u64,
+    /// Records in the ring whose bytes were found overwritten (memory corruption
+    /// elsewhere in the process) and could not be read; counted in `lost` too.
+    pub damaged: u64,
+    /// Records given up at a stop: a log call interrupted between claiming its room
+    /// and publishing it for longer than the stop's grace period, and, when a stop ran
+    /// out of time ([`crate::ListenerConfig::shutdown_timeout`]), what the listener
+    /// held and what was still queued. Said on standard error when it happens.
+    pub abandoned: u64,
     /// Bytes written to sinks.
     pub bytes: u64,
     /// Successful `sync` calls (fsync of data) across sinks.
@@ -177,6 +226,8 @@ pub(crate) struct Counters {
     pub(crate) written: AtomicU64,
     pub(crate) filtered: AtomicU64,
     pub(crate) lost: AtomicU64,
+    pub(crate) damaged: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) syncs: AtomicU64,
     pub(crate) flushes: AtomicU64,
@@ -208,6 +259,8 @@ impl Counters {
             written: self.written.load(Relaxed),
             filtered: self.filtered.load(Relaxed),
             lost: self.lost.load(Relaxed),
+            damaged: self.damaged.load(Relaxed),
+            abandoned: self.abandoned.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             syncs: self.syncs.load(Relaxed),
             flushes: self.flushes.load(Relaxed),

@@ -1,20 +1,25 @@
-//! Hooks for quelog's own integration tests (`tests/reentrancy.rs`). Hidden and
-//! unstable: not part of the API.
+//! Hooks for quelog's own tests, fuzz targets and examples: only with the cargo
+//! feature `test-hooks`, which the crate's dev-dependency on itself turns on. A user's
+//! build never has any of this.
 //!
 //! They reach states a test cannot reliably produce from outside, like a producer
-//! stopped between its claim and its publish. Nothing here can break memory safety or
-//! the accounting: a held claim is stamped (aborted) when it is dropped, as any claim.
+//! stopped between its claim and its publish, or a listener that takes nothing. A held
+//! claim is stamped (aborted) when it is dropped, as any claim.
 
-#![doc(hidden)]
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::handler::QueueHandler;
+use crate::listener::ListenerConfig;
 use crate::ring::Claim;
 
 /// A claim on a queue's ring, held open: neither published nor given up. This is what
 /// a producer leaves behind while a signal handler runs on it between claim and
 /// publish: the listener cannot read past it, and a lap later producers find its slot
-/// taken. Dropping it gives the claim up (the listener skips it; it was never a
-/// record, so it is not counted anywhere).
+/// taken. Dropping it gives the claim up (the listener skips it). At a stop whose grace
+/// period it outlasts, it counts as one abandoned record, like the interrupted log
+/// call it stands for.
 pub struct HeldClaim<'a> {
     _claim: Claim<'a>,
 }
@@ -39,4 +44,46 @@ pub fn hold_claim(handler: &QueueHandler, payload_len: usize) -> Option<HeldClai
 /// Slots of 64 bytes in `handler`'s ring.
 pub fn ring_slots(handler: &QueueHandler) -> usize {
     handler.shared.ring.slots()
+}
+
+/// Test hooks of a listener.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerHooks {
+    /// While set, the listener takes nothing off the ring (until a stop is requested).
+    pub hold: Option<Arc<AtomicBool>>,
+    /// Once set, the listener thread panics outside any `catch_unwind` and dies.
+    pub die: Option<Arc<AtomicBool>>,
+}
+
+impl ListenerHooks {
+    /// Called by the listener once per loop: dies if told to; `true` (after a short
+    /// sleep) while held.
+    pub(crate) fn held(&self, stop_requested: bool) -> bool {
+        let set = |flag: &Option<Arc<AtomicBool>>| {
+            flag.as_ref().is_some_and(|f| f.load(Ordering::Acquire))
+        };
+        if set(&self.die) {
+            // Not caught: the thread ends as if quelog itself had a bug.
+            panic!("quelog test hook: the listener thread dies");
+        }
+        if !stop_requested && set(&self.hold) {
+            std::thread::sleep(Duration::from_millis(1));
+            return true;
+        }
+        false
+    }
+}
+
+/// `config` with `hooks`.
+pub fn with_hooks(mut config: ListenerConfig, hooks: ListenerHooks) -> ListenerConfig {
+    config.hooks = hooks;
+    config
+}
+
+impl crate::Builder {
+    /// The listener's test hooks.
+    pub fn listener_hooks(mut self, hooks: ListenerHooks) -> crate::Builder {
+        self.listener.hooks = hooks;
+        self
+    }
 }

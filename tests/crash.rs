@@ -15,7 +15,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use quelog::{Builder, Error, LevelFilter, ListenerHooks, Sink, SyncPolicy};
+use quelog::test_hooks::ListenerHooks;
+use quelog::{Builder, Error, LevelFilter, Sink, SyncPolicy};
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     support::common::temp_dir("crash", name)

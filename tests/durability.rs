@@ -59,14 +59,11 @@ impl Sink for SlowDisk {
 
 fn start(sink: Box<dyn Sink>, sync: SyncPolicy) -> (QueueHandler, QueueListener) {
     let handler = QueueHandler::new(&QueueConfig::default()).unwrap();
-    let listener = QueueListener::start(
-        &handler,
-        vec![(sink, LevelFilter::Trace)],
-        ListenerConfig {
-            sync,
-            ..ListenerConfig::default()
-        },
-    )
+    let listener = QueueListener::start(&handler, vec![(sink, LevelFilter::Trace)], {
+        let mut c = ListenerConfig::default();
+        c.sync = sync;
+        c
+    })
     .unwrap();
     (handler, listener)
 }

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{Level, LevelFilter, Log, Record};
+use quelog::test_hooks::ListenerHooks;
 use quelog::{
-    Error, FileSink, ListenerConfig, ListenerHooks, QueueConfig, QueueHandler, QueueListener, Sink,
-    SyncPolicy,
+    Error, FileSink, ListenerConfig, QueueConfig, QueueHandler, QueueListener, Sink, SyncPolicy,
 };
 
 fn temp_log(name: &str) -> std::path::PathBuf {
@@ -36,10 +36,11 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn handler_with(capacity: usize, reserve: f64) -> QueueHandler {
-    QueueHandler::new(&QueueConfig {
-        capacity,
-        severity_reserve: reserve,
-        ..QueueConfig::default()
+    QueueHandler::new(&{
+        let mut c = QueueConfig::default();
+        c.capacity = capacity;
+        c.severity_reserve = reserve;
+        c
     })
     .unwrap()
 }
@@ -58,10 +59,9 @@ fn start(sink: impl Sink + 'static, sync: SyncPolicy) -> (QueueHandler, QueueLis
 }
 
 fn config(sync: SyncPolicy) -> ListenerConfig {
-    ListenerConfig {
-        sync,
-        ..ListenerConfig::default()
-    }
+    let mut c = ListenerConfig::default();
+    c.sync = sync;
+    c
 }
 
 fn enospc() -> io::Error {
@@ -430,12 +430,14 @@ fn a_dead_listener_fails_flushes_and_producers_keep_going() {
     let listener = QueueListener::start(
         &handler,
         vec![(Box::new(Memory::default()), LevelFilter::Trace)],
-        ListenerConfig {
-            hooks: ListenerHooks {
-                hold: Some(hold.clone()),
-                die: Some(die.clone()),
-            },
-            ..ListenerConfig::default()
+        {
+            quelog::test_hooks::with_hooks(
+                ListenerConfig::default(),
+                ListenerHooks {
+                    hold: Some(hold.clone()),
+                    die: Some(die.clone()),
+                },
+            )
         },
     )
     .unwrap();
@@ -478,22 +480,25 @@ fn a_dead_listener_fails_flushes_and_producers_keep_going() {
 fn flood_then_errors(reserve: f64, errors: usize) -> (Vec<String>, quelog::Stats) {
     let path = temp_log("reserve.log");
     let hold = Arc::new(AtomicBool::new(true));
-    let handler = QueueHandler::new(&QueueConfig {
-        capacity: 64 << 10, // 1024 slots; the reserve is 128 of them
-        severity_reserve: reserve,
-        level: LevelFilter::Trace,
-        ..QueueConfig::default()
+    let handler = QueueHandler::new(&{
+        let mut c = QueueConfig::default();
+        c.capacity = 64 << 10;
+        c.severity_reserve = reserve; // 1024 slots; the reserve is 128 of them
+        c.level = LevelFilter::Trace;
+        c
     })
     .unwrap();
     let listener = QueueListener::start(
         &handler,
         vec![(Box::new(FileSink::open(&path).unwrap()), LevelFilter::Trace)],
-        ListenerConfig {
-            hooks: ListenerHooks {
-                hold: Some(hold.clone()),
-                die: None,
-            },
-            ..ListenerConfig::default()
+        {
+            quelog::test_hooks::with_hooks(
+                ListenerConfig::default(),
+                ListenerHooks {
+                    hold: Some(hold.clone()),
+                    die: None,
+                },
+            )
         },
     )
     .unwrap();
@@ -574,10 +579,11 @@ impl Sink for Slow {
 #[test]
 fn errors_arrive_while_two_threads_flood_debug_into_a_slow_sink() {
     let sink = Slow::default();
-    let handler = QueueHandler::new(&QueueConfig {
-        capacity: 64 << 10, // 1024 slots, 128 reserved
-        level: LevelFilter::Trace,
-        ..QueueConfig::default()
+    let handler = QueueHandler::new(&{
+        let mut c = QueueConfig::default();
+        c.capacity = 64 << 10; // 1024 slots, 128 reserved
+        c.level = LevelFilter::Trace;
+        c
     })
     .unwrap();
     let listener = QueueListener::start(

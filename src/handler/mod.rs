@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use log::{LevelFilter, Metadata, Record};
 
 use crate::error::Error;
-use crate::queue::{Control, Overflow, QueueConfig, Shared};
+use crate::queue::{Overflow, QueueConfig, Shared};
 use crate::record::{self, Header, HEADER_LEN};
 use crate::ring::ClaimError;
 use crate::stats::{Counters, Stats};
@@ -273,7 +273,8 @@ impl QueueHandler {
         } else {
             shared.reserve_slots
         };
-        let mut deadline: Option<Instant> = None;
+        // `None` until the first failed claim; then `Some(None)` for no limit.
+        let mut deadline: Option<Option<Instant>> = None;
         loop {
             match shared.ring.try_claim_leaving(len, reserve) {
                 Ok(mut claim) => {
@@ -290,10 +291,20 @@ impl QueueHandler {
                     return;
                 }
                 Err(reason) => {
-                    if let (Overflow::Block { timeout }, true) = (shared.overflow, may_wait) {
+                    // Waiting makes sense only while a listener is draining: before one
+                    // starts (this thread may be the one to start it), after it died or
+                    // stopped, nobody will make room.
+                    let blocking = match shared.overflow {
+                        Overflow::Block { timeout } => may_wait.then_some(timeout),
+                        Overflow::Drop => None,
+                    };
+                    if let Some(timeout) = blocking {
                         let now = Instant::now();
-                        let until = *deadline.get_or_insert(now + timeout);
-                        if now < until && reason != ClaimError::Closed {
+                        // `Duration::MAX` (or anything past the clock's range): no limit.
+                        let until = *deadline.get_or_insert_with(|| now.checked_add(timeout));
+                        let in_time = until.is_none_or(|until| now < until);
+                        let draining = shared.listener_running.load(Ordering::Acquire);
+                        if in_time && draining && reason != ClaimError::Closed {
                             shared.waker.wake_if_sleeping();
                             std::thread::sleep(Duration::from_micros(20));
                             continue;
@@ -315,73 +326,22 @@ impl QueueHandler {
             }
         }
     }
-
-    /// Asks the listener to write and sync everything queued before this call, and
-    /// waits for the answer up to `timeout` (`None`: as long as it takes, but never
-    /// past the listener's death).
-    pub(crate) fn flush_barrier(&self, timeout: Option<Duration>) -> Result<(), Error> {
-        if waiting_here_could_deadlock() {
-            return Err(Error::WouldDeadlock);
-        }
-        let shared = &*self.shared;
-        if !shared.listener_running.load(Ordering::Acquire) {
-            return Err(Error::ListenerStopped);
-        }
-        let (ack, answer) = crossbeam_channel::bounded(1);
-        let upto = shared.ring.tail();
-        shared
-            .control_tx
-            .send(Control::Flush { upto, ack })
-            .map_err(|_| Error::ListenerStopped)?;
-        shared.waker.wake();
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            match answer.recv_timeout(Duration::from_millis(50)) {
-                Ok(result) => return result,
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    return Err(Error::ListenerStopped)
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    if !shared.listener_running.load(Ordering::Acquire) {
-                        return Err(Error::ListenerStopped);
-                    }
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(Error::Timeout);
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// After a stop there is no listener: write the record straight to standard error,
-/// one `writev(2)`, no formatting machinery.
+/// one `writev(2)`, no formatting machinery, and only if standard error can take it
+/// without blocking (a pipe nobody reads must not stop the caller).
 fn write_after_stop(level: log::Level, target: &str, message: &[u8]) {
     let level = level.as_str().as_bytes();
-    let parts: [&[u8]; 6] = [
+    crate::sink::write_stderr_if_ready(&[
         b"quelog (stopped) ",
         level,
         b" ",
         target.as_bytes(),
         b": ",
         message,
-    ];
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; 7];
-    for (slot, part) in iov.iter_mut().zip(parts) {
-        slot.iov_base = part.as_ptr().cast_mut().cast();
-        slot.iov_len = part.len();
-    }
-    if let Some(last) = iov.last_mut() {
-        last.iov_base = b"\n".as_ptr().cast_mut().cast();
-        last.iov_len = 1;
-    }
-    // SAFETY: every iovec points into a live slice for the duration of the call, and
-    // writev only reads them. A short or failed write to stderr is ignored: there is
-    // nowhere left to report it.
-    unsafe { libc::writev(libc::STDERR_FILENO, iov.as_ptr(), iov.len() as libc::c_int) };
+        b"\n",
+    ]);
 }
 
 impl log::Log for QueueHandler {
@@ -395,11 +355,11 @@ impl log::Log for QueueHandler {
         }
     }
 
-    /// A durable flush, bounded to 5 seconds; does nothing where waiting could
-    /// deadlock (inside a log call, on the listener thread). Use
+    /// A durable flush, bounded by the shutdown timeout; does nothing where waiting
+    /// could deadlock (inside a log call, on the listener thread). Use
     /// [`crate::Guard::flush`] to see errors.
     fn flush(&self) {
-        let _ = self.flush_barrier(Some(Duration::from_secs(5)));
+        let _ = self.shared.flush_barrier(None);
     }
 }
 

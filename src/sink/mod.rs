@@ -6,6 +6,7 @@ mod file;
 mod stderr;
 
 pub use file::FileSink;
+pub(crate) use stderr::write_stderr_if_ready;
 pub use stderr::StderrSink;
 
 use std::io;

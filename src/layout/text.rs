@@ -1,5 +1,5 @@
-//! Turning records into bytes, on the listener thread (it may allocate and take its
-//! time; the caller already returned).
+//! The text layout, on the listener thread (it may allocate and take its time; the
+//! caller already returned).
 //!
 //! The text format, one record per line, always:
 //!
@@ -17,15 +17,6 @@
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 
 use crate::record::RecordView;
-
-/// The line format of a sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Format {
-    /// Human-readable text lines (see the module docs).
-    #[default]
-    Text,
-}
 
 /// Formats records as text, caching the date and time part of the timestamp per
 /// second (formatting it with chrono for every record would dominate the cost).

@@ -1,0 +1,46 @@
+//! Layout: records to bytes, on the listener thread. One room per format (text today;
+//! JSON next), and the thread names every format prints.
+//!
+//! The listener formats a record once per distinct layout that some sink accepting
+//! it uses, not once per sink: sinks sharing a layout share the line.
+
+mod text;
+mod threads;
+
+pub(crate) use text::TextFormatter;
+pub(crate) use threads::ThreadNames;
+
+use crate::record::RecordView;
+
+/// How a sink's lines look. Two sinks with equal layouts share one formatted line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayoutSpec {
+    /// [`text`]'s one-line text format, in UTC or local time.
+    Text { local_time: bool },
+}
+
+/// A layout with its formatting state (caches), owned by the listener.
+#[derive(Debug)]
+pub(crate) enum Layout {
+    Text(TextFormatter),
+}
+
+impl Layout {
+    pub(crate) fn new(spec: LayoutSpec) -> Layout {
+        match spec {
+            LayoutSpec::Text { local_time } => Layout::Text(TextFormatter::new(local_time)),
+        }
+    }
+
+    /// Appends one whole line for `record` to `out`.
+    pub(crate) fn write(
+        &mut self,
+        record: &RecordView<'_>,
+        thread_name: Option<&str>,
+        out: &mut Vec<u8>,
+    ) {
+        match self {
+            Layout::Text(text) => text.write(record, thread_name, out),
+        }
+    }
+}

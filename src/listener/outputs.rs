@@ -1,0 +1,331 @@
+//! Per-sink state, owned by the sink's slot: the lines waiting for it, its backoff
+//! after a failure, the bytes kept since its last good sync (for the fsyncgate
+//! rewrite), what it lost and which drops it has not been told about yet.
+
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use log::LevelFilter;
+
+use super::durability::reason;
+use super::notice;
+use crate::error::Error;
+use crate::layout::{Layout, LayoutSpec};
+use crate::queue::Shared;
+use crate::sink::Sink;
+use crate::stats::{Counters, Dropped};
+
+/// How long a failing sink is left alone at most before the next attempt.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The first backoff after a failed write.
+const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(10);
+
+/// The most bytes written to one sink since its last good sync that the listener keeps
+/// to rewrite after a failed sync. Past it (`SyncPolicy::Never` or a long interval
+/// under load), the copy is dropped, and a failed sync then counts the records since
+/// the last good sync as lost instead of rewriting them.
+pub(crate) const MAX_KEPT_BYTES: usize = 16 << 20;
+
+/// A sink with its level filter, its layout, and what the listener tracks about it.
+pub(super) struct SinkSlot {
+    pub(super) sink: Box<dyn Sink>,
+    pub(super) level: LevelFilter,
+    pub(super) layout: LayoutSpec,
+    /// Lines formatted for this sink and not yet written.
+    buffer: Vec<u8>,
+    /// Records in `buffer`.
+    buffered: u64,
+    /// Bytes written since the last good sync, to rewrite if the next sync fails.
+    kept: Vec<u8>,
+    /// Records in `kept` that are not counted lost already (another sink failed them).
+    kept_records: u64,
+    /// `kept` holds everything written since the last good sync.
+    kept_complete: bool,
+    /// Written since the last sync.
+    dirty: bool,
+    /// Records lost since the sink last wrote successfully, and why.
+    lost_unreported: u64,
+    last_error: Option<String>,
+    last_error_kind: io::ErrorKind,
+    /// While failing: no attempt before this instant.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// The drop counts this sink's log already tells.
+    drops_told: Dropped,
+}
+
+/// What one write round did at one sink.
+#[derive(Default)]
+pub(super) struct Written {
+    /// Records that were waiting for this sink.
+    pub(super) accepted: u64,
+    /// Of those, lost (write failed, or the sink is backing off).
+    pub(super) lost: u64,
+    /// The failure to report to flush barriers.
+    pub(super) error: Option<Error>,
+}
+
+/// After a failed sync: what the rewrite did.
+pub(super) enum Recovered {
+    /// Rewritten and synced again: `bytes` bytes, `records` records.
+    Rewrote { bytes: usize, records: u64 },
+    /// The rewrite failed too (or the bytes were not kept): `records` are not durable.
+    Lost { records: u64, again: io::Error },
+}
+
+impl SinkSlot {
+    pub(super) fn new(sink: Box<dyn Sink>, level: LevelFilter, layout: LayoutSpec) -> SinkSlot {
+        SinkSlot {
+            sink,
+            level,
+            layout,
+            buffer: Vec::new(),
+            buffered: 0,
+            kept: Vec::new(),
+            kept_records: 0,
+            kept_complete: true,
+            dirty: false,
+            lost_unreported: 0,
+            last_error: None,
+            last_error_kind: io::ErrorKind::Other,
+            retry_at: None,
+            backoff: FIRST_RETRY_BACKOFF,
+            drops_told: Dropped::default(),
+        }
+    }
+
+    pub(super) fn accepts(&self, level: log::Level) -> bool {
+        level <= self.level
+    }
+
+    /// Queues one record's line.
+    pub(super) fn push_record(&mut self, line: &[u8]) {
+        self.buffer.extend_from_slice(line);
+        self.buffered += 1;
+    }
+
+    /// Appends a line from quelog itself (not a record) to what is waiting.
+    pub(super) fn push_notice_bytes(&mut self, line: &[u8]) {
+        self.buffer.extend_from_slice(line);
+    }
+
+    /// Records waiting to be written.
+    pub(super) fn buffered(&self) -> u64 {
+        self.buffered
+    }
+
+    pub(super) fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Writes what is waiting with one call, preceded by the notices this sink owes
+    /// (records it lost, drops up to `drops_now`). While backing off, the records are
+    /// lost to it instead. `final_attempt` (at stop): try even while backing off.
+    pub(super) fn write_out(
+        &mut self,
+        layout: &mut Layout,
+        counters: &Counters,
+        drops_now: Dropped,
+        final_attempt: bool,
+    ) -> Written {
+        let owes_drops = drops_now.queue_full > self.drops_told.queue_full
+            || drops_now.contended > self.drops_told.contended;
+        let owes_notice = self.lost_unreported > 0 || owes_drops;
+        if self.buffer.is_empty() && !owes_notice {
+            return Written::default();
+        }
+        let now = Instant::now();
+        let accepted = self.buffered;
+        if !final_attempt && self.retry_at.is_some_and(|at| now < at) {
+            // Still backing off: these records are lost to this sink; the notices wait.
+            self.lost_unreported += accepted;
+            self.clear_buffer();
+            let error = (accepted > 0).then(|| Error::Sink {
+                kind: self.last_error_kind,
+                message: format!(
+                    "{accepted} records lost: sink failing ({})",
+                    self.last_error.as_deref().unwrap_or_default()
+                ),
+            });
+            return Written {
+                accepted,
+                lost: accepted,
+                error,
+            };
+        }
+        if owes_notice {
+            let mut notices = Vec::new();
+            if self.lost_unreported > 0 {
+                let why = self.last_error.as_deref().unwrap_or_default();
+                notice::push_loss_notice(layout, self.lost_unreported, why, &mut notices);
+            }
+            notice::push_drop_notices(layout, self.drops_told, drops_now, &mut notices);
+            self.buffer.splice(0..0, notices);
+        }
+        let result = guarded(counters, || self.sink.write_batch(&self.buffer));
+        let outcome = match result {
+            Ok(()) => {
+                Counters::add(&counters.bytes, self.buffer.len() as u64);
+                self.dirty = true;
+                self.lost_unreported = 0;
+                self.drops_told = drops_now;
+                self.retry_at = None;
+                self.backoff = FIRST_RETRY_BACKOFF;
+                self.keep_written();
+                self.kept_records += accepted;
+                Written {
+                    accepted,
+                    lost: 0,
+                    error: None,
+                }
+            }
+            Err(error) => {
+                Counters::add(&counters.write_errors, 1);
+                self.lost_unreported += accepted;
+                self.back_off(now, error.kind(), reason(&error));
+                Written {
+                    accepted,
+                    lost: accepted,
+                    error: Some(Error::sink(&error)),
+                }
+            }
+        };
+        self.clear_buffer();
+        outcome
+    }
+
+    /// `lost` records of the batch just written here were lost at another sink and
+    /// are counted lost already; a later failed sync here must not count them again.
+    /// Level filters nest, so the overlap with this sink's `written` is the smaller.
+    pub(super) fn discount_lost_elsewhere(&mut self, written: u64, lost: u64) {
+        self.kept_records = self.kept_records.saturating_sub(written.min(lost));
+    }
+
+    /// Keeps what was written until it is synced (fsyncgate). Usually nothing is kept
+    /// yet, and the buffers just trade places.
+    fn keep_written(&mut self) {
+        if !self.kept_complete {
+            return;
+        }
+        if self.kept.is_empty() {
+            std::mem::swap(&mut self.kept, &mut self.buffer);
+        } else {
+            self.kept.extend_from_slice(&self.buffer);
+        }
+        if self.kept.len() > MAX_KEPT_BYTES {
+            self.kept = Vec::new();
+            self.kept_complete = false;
+        }
+    }
+
+    fn clear_buffer(&mut self) {
+        self.buffer.clear();
+        self.buffered = 0;
+    }
+
+    /// Syncs the sink if it was written since its last sync. `Err`: the sync failed;
+    /// call [`SinkSlot::recover_sync`].
+    pub(super) fn sync(&mut self, counters: &Counters) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = guarded(counters, || self.sink.sync());
+        counters.sync_latency.record(started.elapsed());
+        match &result {
+            Ok(()) => {
+                Counters::add(&counters.syncs, 1);
+                self.dirty = false;
+                self.forget_kept();
+            }
+            Err(_) => Counters::add(&counters.sync_errors, 1),
+        }
+        result
+    }
+
+    /// After a failed sync: reopen, rewrite everything since the last good sync, sync
+    /// again. On failure the sink backs off, and its records count as lost to it.
+    pub(super) fn recover_sync(&mut self, counters: &Counters, error: &io::Error) -> Recovered {
+        let records = self.kept_records;
+        let bytes = self.kept.len();
+        let outcome = if self.kept_complete {
+            guarded(counters, || self.sink.prepare_rewrite())
+                .and_then(|()| {
+                    let written = guarded(counters, || self.sink.write_batch(&self.kept));
+                    if written.is_err() {
+                        Counters::add(&counters.write_errors, 1);
+                    }
+                    written
+                })
+                .and_then(|()| {
+                    let started = Instant::now();
+                    let synced = guarded(counters, || self.sink.sync());
+                    counters.sync_latency.record(started.elapsed());
+                    if synced.is_err() {
+                        Counters::add(&counters.sync_errors, 1);
+                    }
+                    synced
+                })
+        } else {
+            Err(io::Error::other(format!(
+                "more than {MAX_KEPT_BYTES} bytes since the last good sync, not kept"
+            )))
+        };
+        self.dirty = false;
+        self.forget_kept();
+        match outcome {
+            Ok(()) => {
+                Counters::add(&counters.sync_rewrites, 1);
+                Counters::add(&counters.syncs, 1);
+                Recovered::Rewrote { bytes, records }
+            }
+            Err(again) => {
+                self.lost_unreported += records;
+                self.back_off(Instant::now(), error.kind(), reason(error));
+                Recovered::Lost { records, again }
+            }
+        }
+    }
+
+    /// Starts the backoff after a failure.
+    fn back_off(&mut self, now: Instant, kind: io::ErrorKind, reason: String) {
+        self.last_error = Some(reason);
+        self.last_error_kind = kind;
+        self.retry_at = now.checked_add(self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_RETRY_BACKOFF);
+    }
+
+    /// Forgets the bytes kept for a rewrite: synced, or beyond saving.
+    fn forget_kept(&mut self) {
+        self.kept.clear();
+        self.kept_records = 0;
+        self.kept_complete = true;
+    }
+}
+
+/// Calls a sink, turning a panic into an error (and counting it).
+fn guarded<T>(counters: &Counters, call: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|payload| {
+        Counters::add(&counters.sink_panics, 1);
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string payload".to_owned());
+        Err(io::Error::other(format!("sink panicked: {what}")))
+    })
+}
+
+/// Sets the descriptor and level the fatal-signal drain writes with: the first sink
+/// that has a descriptor (a [`crate::FileSink`]), or none.
+pub(super) fn publish_crash_fd(shared: &Shared, sinks: &[SinkSlot]) {
+    let found = sinks
+        .iter()
+        .find_map(|slot| slot.sink.raw_fd().map(|fd| (fd, slot.level)));
+    let (fd, level) = found.unwrap_or((-1, LevelFilter::Off));
+    shared.crash_level.store(level as usize, Ordering::Relaxed);
+    shared.crash_fd.store(fd, Ordering::Relaxed);
+}
