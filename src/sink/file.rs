@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::Sink;
@@ -12,15 +12,22 @@ use crate::error::Error;
 /// Appends lines to a file, creating it and its parent directories.
 ///
 /// A batch goes out in one `write(2)` in the common case. If a write fails part way
-/// (disk full), the sink cuts the file back to where the batch started, so no torn
-/// line is left between whole ones. A file that does not end in a newline when it is
-/// opened (its last line was torn by a crash) gets one, so the next record starts on
-/// a line of its own.
+/// (disk full), the sink cuts off the bytes that batch appended, so no torn line is
+/// left between whole ones. A file that does not end in a newline when it is opened
+/// (its last line was torn by a crash) gets one, so the next record starts on a line
+/// of its own.
+///
+/// Other programs share the file: logrotate renames it, or copies and truncates it in
+/// place (`copytruncate`). So the sink appends with `O_APPEND` and never trusts a
+/// length it remembers: every cut reads the file's length first. Creating the file, or
+/// directories on its path, fsyncs the directory that holds each new entry, so a file
+/// whose records were synced does not vanish with a power loss.
 ///
 /// After a failed sync ([`Sink::prepare_rewrite`]) it reopens the path and, if it is
 /// still the same file, cuts it back to its length at the last good sync; the
-/// listener then rewrites what followed. This assumes the sink is the file's only
-/// writer (quelog's crash drain aside, which is coordinated with the listener).
+/// listener then rewrites what followed. This assumes nobody else appended to the file
+/// since that sync (quelog's crash drain aside, which is coordinated with the
+/// listener).
 ///
 /// ```no_run
 /// use quelog::FileSink;
@@ -31,9 +38,8 @@ use crate::error::Error;
 pub struct FileSink {
     path: PathBuf,
     file: File,
-    /// File length after the last complete batch.
-    len: u64,
-    /// File length at the last successful sync (at open: the length then).
+    /// The file's length, read from it, just before the last successful sync (at open
+    /// or on reopening another file: its length then).
     synced_len: u64,
     /// Device and inode of the open file.
     identity: (u64, u64),
@@ -48,30 +54,28 @@ impl FileSink {
     pub fn open(path: impl AsRef<Path>) -> Result<FileSink, Error> {
         let path = path.as_ref().to_path_buf();
         let opened = open_append(&path).and_then(|file| {
-            let meta = file.metadata()?;
-            let mut len = meta.len();
-            if meta.is_file() && len > 0 {
+            let mut meta = file.metadata()?;
+            if meta.is_file() && meta.len() > 0 {
                 let mut last = [0u8; 1];
                 // Unreadable (opened write-only): leave it as it is.
-                let readable = file.read_exact_at(&mut last, len - 1).is_ok();
+                let readable = file.read_exact_at(&mut last, meta.len() - 1).is_ok();
                 if readable && last != *b"\n" {
                     (&file).write_all(b"\n")?;
-                    len += 1;
+                    meta = file.metadata()?;
                 }
             }
-            Ok((file, len, (meta.dev(), meta.ino()), meta.is_file()))
+            Ok((file, meta))
         });
-        let (file, len, identity, regular) = opened.map_err(|source| Error::Open {
+        let (file, meta) = opened.map_err(|source| Error::Open {
             path: path.clone(),
             source,
         })?;
         Ok(FileSink {
             path,
             file,
-            len,
-            synced_len: len,
-            identity,
-            regular,
+            synced_len: meta.len(),
+            identity: (meta.dev(), meta.ino()),
+            regular: meta.is_file(),
         })
     }
 
@@ -79,19 +83,50 @@ impl FileSink {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// After a write failed with `written` bytes of the batch appended: cuts them off,
+    /// so no torn line stays. Best effort: the write's error is what gets reported.
+    fn cut_back(&self, written: usize) {
+        // Nothing appended, nothing to cut; and only a regular file can be cut (nothing
+        // appended to /dev/full, say, stays anywhere).
+        if written == 0 || !self.regular {
+            return;
+        }
+        // The length now, not a remembered one: another program may have truncated the
+        // file since (copytruncate), and cutting to a stale length would extend the
+        // file with NUL bytes instead.
+        if let Ok(meta) = self.file.metadata() {
+            if let Some(len) = meta.len().checked_sub(written as u64) {
+                let _ = self.file.set_len(len);
+            }
+        }
+    }
+
+    /// [`Sink::reopen`], answering the new file's length.
+    fn reopen_len(&mut self) -> io::Result<u64> {
+        let file = open_append(&self.path)?;
+        let meta = file.metadata()?;
+        let identity = (meta.dev(), meta.ino());
+        self.synced_len = if identity == self.identity {
+            // The same file, possibly truncated since the last sync.
+            self.synced_len.min(meta.len())
+        } else {
+            // Another file (rotated): nothing in it is this sink's to cut.
+            meta.len()
+        };
+        self.file = file;
+        self.identity = identity;
+        self.regular = meta.is_file();
+        Ok(meta.len())
+    }
 }
 
+/// Opens `path` for appending, creating it and any missing directories on its way;
+/// the directory holding each entry created is fsynced after it.
 fn open_append(path: &Path) -> io::Result<File> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    // Read too, to look at the last byte of an existing file; a file we may only
-    // write to is opened for appending alone (and not looked at).
-    let mut options = OpenOptions::new();
-    options.create(true).append(true);
-    let file = match options.clone().read(true).open(path) {
-        Ok(file) => file,
-        Err(_) => options.open(path)?,
+    let file = match open_with(path, Create::No) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => create(path)?,
+        opened => opened?,
     };
     if file.metadata()?.is_dir() {
         return Err(io::Error::new(
@@ -102,49 +137,149 @@ fn open_append(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Whether [`open_with`] creates the file.
+#[derive(Debug, Clone, Copy)]
+enum Create {
+    /// Only an existing file.
+    No,
+    /// Only a new file (`O_EXCL`): this call made it, so its entry needs a sync.
+    New,
+    /// Either (`O_CREAT`).
+    Any,
+}
+
+fn open_with(path: &Path, create: Create) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.append(true);
+    match create {
+        Create::No => {}
+        Create::New => {
+            options.create_new(true);
+        }
+        Create::Any => {
+            options.create(true);
+        }
+    }
+    // Read too, to look at the last byte of an existing file; a file we may only
+    // write to is opened for appending alone (and not looked at).
+    match options.clone().read(true).open(path) {
+        Err(error) if error.kind() == io::ErrorKind::PermissionDenied => options.open(path),
+        opened => opened,
+    }
+}
+
+/// Creates `path` (not there a moment ago) and the directories it needs.
+fn create(path: &Path) -> io::Result<File> {
+    let parent = parent_of(path);
+    create_dirs(parent)?;
+    match open_with(path, Create::New) {
+        Ok(file) => {
+            sync_dir(parent)?;
+            Ok(file)
+        }
+        // Someone else created it meanwhile, or it is a symlink to a file yet to be
+        // made (O_EXCL does not follow it): open it as it comes. Who made it syncs it.
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => open_with(path, Create::Any),
+        Err(error) => Err(error),
+    }
+}
+
+/// Creates the missing directories of `dir`, top-down, fsyncing the parent of each one
+/// after creating it, so every new entry on the way is durable.
+fn create_dirs(dir: &Path) -> io::Result<()> {
+    // Deepest first: the directories on the way that do not exist.
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() {
+        match std::fs::metadata(at) {
+            // Not a directory: creating or opening under it reports that.
+            Ok(_) => break,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                missing.push(at);
+                match at.parent() {
+                    Some(parent) => at = parent,
+                    None => break,
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    for dir in missing.iter().rev() {
+        match std::fs::create_dir(dir) {
+            Ok(()) => sync_dir(parent_of(dir))?,
+            // Created meanwhile by someone else, who syncs it.
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// The directory holding `path`'s entry (`.` for a bare name).
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes the entries of directory `dir` durable: `fsync` on it.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)?;
+    match dir.sync_all() {
+        // A filesystem that cannot sync a directory says EINVAL; nothing more to do.
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        synced => synced,
+    }
+}
+
 impl Sink for FileSink {
     fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
-        match self.file.write_all(batch) {
-            Ok(()) => {
-                self.len += batch.len() as u64;
-                Ok(())
-            }
-            Err(error) => {
-                // Best effort: a character device (/dev/full) cannot be cut, and that
-                // is fine, nothing was appended to it either.
-                let _ = self.file.set_len(self.len);
-                Err(error)
+        // Counted, not `write_all`: a failure must know how much of the batch landed.
+        let mut written = 0;
+        while let Some(rest) = batch.get(written..).filter(|rest| !rest.is_empty()) {
+            match self.file.write(rest) {
+                Ok(0) => {
+                    self.cut_back(written);
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => written += n,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    self.cut_back(written);
+                    return Err(error);
+                }
             }
         }
+        Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
         if self.regular {
+            // Read from the file (another program may have truncated it), and before
+            // the sync: everything up to here was written before it began, so it is
+            // what a successful sync makes durable.
+            let len = self.file.metadata()?.len();
             self.file.sync_data()?;
+            self.synced_len = len;
         }
-        self.synced_len = self.len;
         Ok(())
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        let file = open_append(&self.path)?;
-        let meta = file.metadata()?;
-        self.file = file;
-        self.len = meta.len();
-        self.synced_len = self.synced_len.min(self.len);
-        self.identity = (meta.dev(), meta.ino());
-        self.regular = meta.is_file();
-        Ok(())
+        self.reopen_len().map(drop)
     }
 
     fn prepare_rewrite(&mut self) -> io::Result<()> {
         let before = self.identity;
         // A fresh descriptor: the failed one may report the same error again, or
         // (since Linux 4.13) swallow the next one.
-        self.reopen()?;
-        if self.identity == before && self.len > self.synced_len {
+        let len = self.reopen_len()?;
+        if self.identity == before && len > self.synced_len {
             self.file.set_len(self.synced_len)?;
-            self.len = self.synced_len;
         }
         Ok(())
     }
@@ -257,6 +392,50 @@ mod tests {
         std::fs::write(&path, b"someone else\n").unwrap();
         sink.prepare_rewrite().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"someone else\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn prepare_rewrite_after_copytruncate_cuts_back_to_the_real_synced_length() {
+        let dir = temp_dir("copytruncate");
+        let path = dir.join("app.log");
+        let mut sink = FileSink::open(&path).unwrap();
+        sink.write_batch(b"rotated away 1\nrotated away 2\n")
+            .unwrap();
+        sink.sync().unwrap();
+        // logrotate's copytruncate cuts the file to nothing under the sink.
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        sink.write_batch(b"durable\n").unwrap();
+        sink.sync().unwrap();
+        sink.write_batch(b"maybe lost\n").unwrap();
+        // The last good sync left 8 bytes in the file, not the 38 the sink wrote in all.
+        sink.prepare_rewrite().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"durable\n");
+        sink.write_batch(b"maybe lost\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"durable\nmaybe lost\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn prepare_rewrite_after_a_reopen_keeps_the_new_files_own_lines() {
+        let dir = temp_dir("reopened");
+        let path = dir.join("app.log");
+        let mut sink = FileSink::open(&path).unwrap();
+        sink.write_batch(b"old\n").unwrap();
+        sink.sync().unwrap();
+        // Rotated, and the new file already has another program's lines when the sink
+        // reopens: none of them are the sink's to cut.
+        std::fs::rename(&path, dir.join("app.log.1")).unwrap();
+        std::fs::write(&path, b"another program's line\n").unwrap();
+        sink.reopen().unwrap();
+        sink.write_batch(b"maybe lost\n").unwrap();
+        sink.prepare_rewrite().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"another program's line\n");
         let _ = std::fs::remove_dir_all(dir);
     }
 
