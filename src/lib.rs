@@ -43,21 +43,37 @@
 //! unsafe because of them. Log plain numbers and `&str` from signal handlers.
 //!
 //! The exception is [`Overflow::Block`]: an ordinary thread (not inside another log
-//! call, not the listener) may then sleep while the ring is full, up to the timeout.
+//! call, not the listener) may then sleep while the ring is full and a listener is
+//! draining it, up to the timeout (`Duration::MAX`: no limit). With no listener
+//! running (before it starts, after it died or stopped) nobody will make room, so
+//! nobody waits.
 //!
 //! # Accounting
 //!
 //! Every record the handler accepts is either enqueued or dropped with a reason;
-//! every enqueued record is written, filtered out by every sink's level, or lost with
-//! the sink's error. After a clean stop:
-//! `enqueued + dropped.total() == accepted` and `enqueued == written + filtered + lost`.
+//! every enqueued record is written, filtered out by every sink's level, lost with the
+//! sink's error, or abandoned at a stop. After any stop:
+//! `enqueued + dropped.total() == accepted` and
+//! `enqueued == written + filtered + lost + abandoned`.
+//!
+//! A stop is final: it closes the queue, so every log call lands before it (and is
+//! written) or after it (and goes to standard error, counted as
+//! [`Dropped::after_stop`]). A log call interrupted between claiming its room and
+//! publishing it for longer than the stop's grace period is abandoned (the records
+//! behind it are written); a stop that runs out of time ([`Builder::shutdown_timeout`],
+//! default 5 s: a sink that never returns) abandons what the listener holds and what
+//! is still queued. Either way the count is in [`Stats::abandoned`] and said on
+//! standard error.
 //!
 //! # Durability
 //!
 //! [`SyncPolicy`] says when the listener syncs (`fdatasync`): every record, every
 //! batch (group commit, the default), at an interval, or never. [`Guard::flush`] is a
-//! barrier: it returns once everything logged before it is written and synced, or
-//! with the error that prevented it. Threads that flush at the same time share syncs
+//! barrier: it returns `Ok` once everything logged before it is written and synced,
+//! and only then. Otherwise it returns the error that prevented it: a sink's failure
+//! ([`Error::Sink`]), or [`Error::Dropped`] with how many records logged before it
+//! (since the previous barrier) were dropped, and why, after writing and syncing
+//! everything else. Threads that flush at the same time share syncs
 //! (group commit): compare [`Stats::flushes`] with [`Stats::syncs`];
 //! [`Stats::sync_latency`] has the p50, p99 and max of the syncs.
 //!
@@ -103,15 +119,20 @@
 //!   handler waits up to 2 s for the listener to finish the batch it is writing, and
 //!   writes nothing if it does not (or if the crash is on the listener thread).
 //! * **Panics**: a panic hook (on by default, [`Builder::flush_on_panic`]) logs the
-//!   panic with target `panic` and flushes (at most 2 s) before the previous hook, so
-//!   before unwinding, and before the abort of `panic = "abort"` (which runs the hooks
-//!   first).
-//! * **SIGTERM and SIGINT**, with [`Builder::handle_termination`]: drained, synced,
-//!   then ended by the signal (status 143 or 130 in a shell).
+//!   panic with target `panic` and flushes (at most the shutdown timeout) before the
+//!   previous hook, so before unwinding, and before the abort of `panic = "abort"`
+//!   (which runs the hooks first). Its cost is one record and one durable flush (an
+//!   fdatasync, typically 0.1 to a few ms) per panic, which a thread pool that catches
+//!   panics on purpose pays per panic; turn it off with `flush_on_panic(false)`. Once
+//!   the logger stopped, the hook passes panics straight to the previous one.
+//! * **SIGTERM and SIGINT**, with [`Builder::handle_termination`]: drained, synced
+//!   (within the shutdown timeout), then ended by the signal (status 143 or 130 in a
+//!   shell).
 //! * **`std::process::exit`** runs no destructors: the [`Guard`] does not stop the
 //!   logger, and what is still queued is lost. Call [`shutdown`] (or [`Guard::flush`])
 //!   first.
-//! * Dropping the [`Guard`], [`Guard::stop`] and [`shutdown`] drain, sync and join.
+//! * Dropping the [`Guard`], [`Guard::stop`] and [`shutdown`] drain, sync and join,
+//!   within the shutdown timeout.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
@@ -286,7 +307,7 @@ impl Builder {
     }
 
     /// With [`Builder::install`]: on SIGTERM or SIGINT, drain the queue, sync and stop
-    /// the listener (as [`shutdown`] does, for at most 10 seconds), then end the
+    /// the listener (as [`shutdown`] does, within [`Builder::shutdown_timeout`]), then end the
     /// process by the signal's default action (status 128 + the signal's number in a
     /// shell). A signal-hook thread does the work, not the signal handler. Default off.
     pub fn handle_termination(mut self, on: bool) -> Builder {
@@ -295,8 +316,10 @@ impl Builder {
     }
 
     /// With [`Builder::install`]: a panic hook, chained before the previous one, logs
-    /// the panic as an error (target `panic`) and flushes, at most 2 seconds, before
-    /// the thread unwinds or the process aborts. Default on.
+    /// the panic as an error (target `panic`) and flushes, at most the shutdown
+    /// timeout, before the thread unwinds or the process aborts. Default on. It costs
+    /// a record and a durable flush per panic while the logger runs; after a stop it
+    /// passes panics straight on.
     pub fn flush_on_panic(mut self, on: bool) -> Builder {
         self.flush_on_panic = on;
         self
@@ -375,8 +398,11 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// A durable barrier: returns once every record logged before the call is written
-    /// and synced, or the error that prevented it. Never hangs if the listener died.
+    /// A durable barrier: returns `Ok` once every record logged before the call is
+    /// written and synced; otherwise the error that prevented it, or
+    /// [`Error::Dropped`] when records logged before it (since the previous barrier)
+    /// were dropped. Waits at most the shutdown timeout ([`Error::Timeout`]); never
+    /// hangs if the listener died.
     ///
     /// Threads that flush at the same time share syncs (group commit): the listener
     /// answers every barrier its last sync covers. A write or sync failure is the
@@ -398,7 +424,9 @@ impl Guard {
     }
 
     /// Stops the logger now and returns the final counters (what dropping does,
-    /// with the result). After [`shutdown`], the same counters again.
+    /// with the result): [`Error::Timeout`] if the listener did not finish within the
+    /// shutdown timeout (what it abandoned is in the counters, which [`shutdown`] then
+    /// returns). After [`shutdown`], the same counters again.
     pub fn stop(self) -> Result<Stats, Error> {
         global::stop(self.installed)
     }
