@@ -77,29 +77,22 @@ impl Header {
         out
     }
 
-    fn decode(bytes: &[u8; HEADER_LEN]) -> Header {
-        let u64_at = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_le_bytes(b)
-        };
-        let u32_at = |at: usize| {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&bytes[at..at + 4]);
-            u32::from_le_bytes(b)
-        };
-        let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    /// The header in `bytes`. Any bytes decode (no panic, no indexing): the crash
+    /// drain runs this in a signal handler, on whatever the ring holds.
+    pub(crate) fn decode(bytes: &[u8; HEADER_LEN]) -> Header {
+        let [t0, t1, t2, t3, t4, t5, t6, t7, i0, i1, i2, i3, l0, l1, l2, l3, m0, m1, m2, m3, f0, f1, f2, f3, g0, g1, o0, o1, p0, p1, level, flags] =
+            *bytes;
         Header {
-            timestamp_nanos: u64_at(0),
-            thread_id: u32_at(8),
-            line: u32_at(12),
-            message_len: u32_at(16),
-            message_full_len: u32_at(20),
-            target_len: u16_at(24),
-            module_len: u16_at(26),
-            file_len: u16_at(28),
-            level: bytes[30],
-            flags: bytes[31],
+            timestamp_nanos: u64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7]),
+            thread_id: u32::from_le_bytes([i0, i1, i2, i3]),
+            line: u32::from_le_bytes([l0, l1, l2, l3]),
+            message_len: u32::from_le_bytes([m0, m1, m2, m3]),
+            message_full_len: u32::from_le_bytes([f0, f1, f2, f3]),
+            target_len: u16::from_le_bytes([g0, g1]),
+            module_len: u16::from_le_bytes([o0, o1]),
+            file_len: u16::from_le_bytes([p0, p1]),
+            level,
+            flags,
         }
     }
 }
@@ -155,6 +148,19 @@ fn level_from_u8(level: u8) -> log::Level {
 
 pub(crate) fn level_to_u8(level: log::Level) -> u8 {
     level as usize as u8
+}
+
+/// The level as the text layouts print it, padded to five: `ERROR`, ` WARN`, ` INFO`,
+/// `DEBUG`, `TRACE`, from its stored byte (anything unknown reads as `TRACE`, as
+/// [`level_from_u8`] does). The one table for the listener and the crash drain.
+pub(crate) fn level_label(level: u8) -> &'static [u8; 5] {
+    match level {
+        1 => b"ERROR",
+        2 => b" WARN",
+        3 => b" INFO",
+        4 => b"DEBUG",
+        _ => b"TRACE",
+    }
 }
 
 /// Decodes a record, or `None` if the bytes are not a record the handler wrote.

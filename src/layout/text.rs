@@ -16,7 +16,7 @@
 
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 
-use crate::record::RecordView;
+use crate::record::{self, RecordView};
 
 /// Formats records as text, caching the date and time part of the timestamp per
 /// second (formatting it with chrono for every record would dominate the cost).
@@ -75,13 +75,9 @@ impl TextFormatter {
         out: &mut Vec<u8>,
     ) {
         self.timestamp(record.timestamp_nanos, out);
-        out.extend_from_slice(match record.level {
-            log::Level::Error => b" ERROR [",
-            log::Level::Warn => b"  WARN [",
-            log::Level::Info => b"  INFO [",
-            log::Level::Debug => b" DEBUG [",
-            log::Level::Trace => b" TRACE [",
-        });
+        out.push(b' ');
+        out.extend_from_slice(record::level_label(record::level_to_u8(record.level)));
+        out.extend_from_slice(b" [");
         if let Some(name) = thread_name {
             push_escaped(out, name.as_bytes());
             out.push(b'/');
