@@ -310,6 +310,11 @@ impl QueueListener {
     }
 
     pub(crate) fn stop_in_place(&mut self) -> Result<Stats, Error> {
+        if crate::fork::forked(&self.handler.shared) {
+            // A forked child: the thread is the parent's; joining it waits for ever.
+            let thread = self.thread.take();
+            return Ok(crate::fork::abandon_listener(&self.handler.shared, thread));
+        }
         let Some(thread) = self.thread.take() else {
             return Ok(self.stats());
         };
@@ -332,6 +337,11 @@ impl QueueListener {
     /// [`QueueListener::stop_in_place`] that waits at most `timeout` for the thread to
     /// finish; [`Error::Timeout`] if it did not (it is left to finish on its own).
     pub(crate) fn stop_within(&mut self, timeout: Duration) -> Result<Stats, Error> {
+        if crate::fork::forked(&self.handler.shared) {
+            // A forked child: the thread is the parent's; joining it waits for ever.
+            let thread = self.thread.take();
+            return Ok(crate::fork::abandon_listener(&self.handler.shared, thread));
+        }
         let Some(thread) = self.thread.take() else {
             return Ok(self.stats());
         };

@@ -187,6 +187,11 @@ impl Ring {
         self.tail.fetch_or(CLOSED, Ordering::SeqCst);
     }
 
+    /// Whether [`Ring::close`] was called. Once true, stays true.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tail.load(Ordering::Relaxed) & CLOSED != 0
+    }
+
     fn seq(&self, pos: u64) -> &AtomicU64 {
         // SAFETY: `pos & mask` < seqs.len() because the length is `mask + 1`.
         unsafe { self.seqs.get_unchecked((pos & self.mask) as usize) }
