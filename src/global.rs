@@ -48,6 +48,12 @@ pub(crate) fn install(
 /// shutdown timeout. Idempotent: once stopped, answers the final counters.
 pub(crate) fn stop(installed: &Installed) -> Result<Stats, Error> {
     installed.stopped.store(true, Ordering::Release);
+    if crate::fork::forked(&installed.handler.shared) {
+        // A forked child: the listener thread does not exist here, and the mutex may
+        // have been held by a parent thread at the fork (it stays locked in the
+        // child). Touch neither (see `crate::fork`).
+        return Ok(crate::fork::stop_global(&installed.handler.shared));
+    }
     // Held while draining, so a second caller returns only once the first one is done.
     let mut slot = installed
         .listener
@@ -104,8 +110,11 @@ pub(crate) fn install_panic_hook() {
 /// thread.
 pub(crate) fn handle_termination() -> Result<(), Error> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    let previous = crate::fork::termination_actions();
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .map_err(|e| Error::InvalidConfig(format!("cannot handle SIGTERM/SIGINT: {e}")))?;
+    // A forked child has no signal thread: it gets the previous actions back.
+    crate::fork::restore_termination_in_children(previous);
     std::thread::Builder::new()
         .name("quelog-signals".into())
         .spawn(move || {

@@ -28,8 +28,9 @@
 //!   cannot be placed after a bounded number of attempts is dropped and counted
 //!   ([`Stats::dropped`]), and the listener writes a line saying so into the log;
 //! * **async-signal-safe**: the only system calls are `clock_gettime`, `gettid` (once
-//!   per thread), `write(2)` to an eventfd when the listener sleeps and, after the
-//!   listener stopped, `writev(2)` to standard error;
+//!   per thread), `write(2)` to an eventfd when the listener sleeps, after the
+//!   listener stopped `writev(2)` to standard error and, in a forked child (see
+//!   "fork" below), `write(2)` of the line to the log file;
 //! * **panic-free**: nothing in quelog's code on this path can panic; a `Display`
 //!   that panics is caught and the record is marked.
 //!
@@ -133,12 +134,43 @@
 //!   first.
 //! * Dropping the [`Guard`], [`Guard::stop`] and [`shutdown`] drain, sync and join,
 //!   within the shutdown timeout.
+//!
+//! # fork
+//!
+//! Daemons and pre-fork servers: fork (or daemonize) first, then install quelog. The
+//! child then has its own queue and listener, and everything above holds in it.
+//!
+//! `fork()` copies only the calling thread, so a process that installed quelog and
+//! then forks has a child with the queue but without its listener. quelog notices (a
+//! `pthread_atfork` handler counts forks; a log call compares that count with its
+//! queue's, one relaxed load), and in the child records skip the ring: each is
+//! formatted on the calling thread, still without lock or allocation, and written to
+//! the first file sink with one `write(2)`, at that sink's level (without a file
+//! sink, to standard error). Lines up to 1 KiB are one write, so with `O_APPEND` they
+//! interleave whole with the parent's. There is no group commit: a system call per
+//! record, done before the log call returns. [`Guard::flush`] syncs the file
+//! (`fdatasync`) and never waits; dropping the guard, [`Guard::stop`], [`shutdown`]
+//! and [`QueueListener::stop`] sync too, never join the parent's listener thread nor
+//! take a lock a parent thread may have held, and return the counters;
+//! [`Overflow::Block`] never waits. The parent is unaffected, and writes the records
+//! it had queued before the fork.
+//!
+//! In such a child the thread field is the kernel thread id alone and the time is UTC
+//! (as in the crash drain's lines); other sinks get nothing; a child keeps the
+//! descriptor it inherited, so after the parent reopens the file (rotation) it writes
+//! to the old one; and with [`Builder::handle_termination`], SIGTERM and SIGINT get
+//! back the actions they had before quelog's handling (the signal thread is not
+//! there to act on them): the default action ends the child at once. Only `fork()`
+//! runs atfork handlers: a child made by a raw `clone(2)` system call must not log
+//! through the inherited queue.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
 mod crash;
+mod direct;
 mod error;
+mod fork;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -310,6 +342,9 @@ impl Builder {
     /// the listener (as [`shutdown`] does, within [`Builder::shutdown_timeout`]), then end the
     /// process by the signal's default action (status 128 + the signal's number in a
     /// shell). A signal-hook thread does the work, not the signal handler. Default off.
+    ///
+    /// A forked child has no such thread: there, SIGTERM and SIGINT get back the
+    /// actions they had before (see "fork" in the crate docs).
     pub fn handle_termination(mut self, on: bool) -> Builder {
         self.handle_termination = on;
         self
@@ -409,6 +444,9 @@ impl Guard {
     /// answer of every barrier waiting when it happens and of the barriers answered
     /// next, even if the listener rewrote and synced the records again (see
     /// "Durability" in the crate docs).
+    ///
+    /// In a child forked after install, records were written when logged: this syncs
+    /// the file and returns (see "fork" in the crate docs).
     pub fn flush(&self) -> Result<(), Error> {
         self.installed.handler.shared.flush_barrier(None)
     }

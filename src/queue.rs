@@ -134,10 +134,19 @@ pub(crate) struct Shared {
     /// Slots that records below `Warn` must leave free (the severity reserve).
     pub(crate) reserve_slots: usize,
     /// The raw descriptor of the file a fatal-signal drain writes to (-1: none), kept
-    /// current by the listener while it holds the ring's consuming token.
+    /// current by the listener while it holds the ring's consuming token. A forked
+    /// child writes its records there too ([`crate::fork`]).
     pub(crate) crash_fd: AtomicI32,
     /// The level filter of that file's sink, as `LevelFilter as usize`.
     pub(crate) crash_level: AtomicUsize,
+    /// The fork generation this queue was created in: a different current generation
+    /// means this process is a forked child of the one that created it
+    /// ([`crate::fork::forked`]).
+    pub(crate) generation: u64,
+    /// Records a forked child failed to write since its last flush, for that flush to
+    /// report; and the `errno` of the last such failure.
+    pub(crate) direct_lost: AtomicU64,
+    pub(crate) direct_errno: AtomicI32,
     /// A listener thread is serving this queue.
     pub(crate) listener_running: AtomicBool,
     /// Records of the batch the listener is writing right now, not yet counted as
@@ -158,6 +167,7 @@ impl Shared {
         let max_message = config.max_record.min(ring.max_payload());
         let reserve_slots = (ring.slots() as f64 * config.severity_reserve) as usize;
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let generation = crate::fork::generation()?;
         Ok(Shared {
             ring,
             scratch: ScratchPool::new(config.scratch_buffers, max_message),
@@ -169,6 +179,9 @@ impl Shared {
             reserve_slots,
             crash_fd: AtomicI32::new(-1),
             crash_level: AtomicUsize::new(LevelFilter::Off as usize),
+            generation,
+            direct_lost: AtomicU64::new(0),
+            direct_errno: AtomicI32::new(0),
             listener_running: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             shutdown_timeout_nanos: AtomicU64::new(
@@ -201,6 +214,11 @@ impl Shared {
     /// past the listener's death. The control plane: it may block, but never where
     /// waiting could be for this very thread.
     pub(crate) fn flush_barrier(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        if crate::fork::forked(self) {
+            // No listener here, and every record was written synchronously: sync the
+            // file, never wait.
+            return crate::fork::flush(self);
+        }
         if crate::handler::waiting_here_could_deadlock() {
             return Err(Error::WouldDeadlock);
         }

@@ -204,6 +204,11 @@ impl Ring {
         self.tail.fetch_or(CLOSED, Ordering::SeqCst);
     }
 
+    /// Whether [`Ring::close`] was called. Once true, stays true.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tail.load(Ordering::Relaxed) & CLOSED != 0
+    }
+
     fn seq(&self, pos: u64) -> &AtomicU64 {
         // SAFETY: `pos & mask` < seqs.len() because the length is `mask + 1`.
         unsafe { self.seqs.get_unchecked((pos & self.mask) as usize) }
@@ -437,11 +442,6 @@ impl Ring {
             ring: self,
             head: self.resume_at.load(Ordering::Relaxed),
         })
-    }
-
-    /// Whether [`Ring::close`] was called.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.tail.load(Ordering::SeqCst) & CLOSED != 0
     }
 
     /// Whether a fatal-signal handler claimed the ring.

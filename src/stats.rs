@@ -76,7 +76,9 @@ impl std::fmt::Display for Dropped {
 #[non_exhaustive]
 pub struct Stats {
     /// Records the listener took off the queue. Records still in the ring are not yet
-    /// counted; after `flush()` or a stop this is every record enqueued before it.
+    /// counted; after `flush()` or a stop this is every record enqueued before it. In
+    /// a child forked after install (see "fork" in the crate docs), records written
+    /// straight to the file are counted here as they are written.
     pub enqueued: u64,
     /// Records that never entered the queue.
     pub dropped: Dropped,

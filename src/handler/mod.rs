@@ -8,7 +8,8 @@
 //!    thread-local, no panic;
 //! 2. bounded steps: a record that cannot be placed is dropped and counted;
 //! 3. only async-signal-safe system calls (`clock_gettime`, `gettid` once per thread,
-//!    `write(2)` to wake a sleeping listener or, after a stop, to standard error).
+//!    `write(2)` to wake a sleeping listener or, after a stop, to standard error; in a
+//!    forked child, `write(2)` of the line to the log file, see [`crate::fork`]).
 
 pub(crate) mod message;
 
@@ -103,6 +104,16 @@ fn gettid() -> u32 {
     unsafe { libc::syscall(libc::SYS_gettid) as u32 }
 }
 
+/// The `pthread_atfork` child handler's part: the one thread a forked child has is a
+/// new kernel thread (its cached id is the parent's thread's) and serves no listener.
+/// Async-signal-safe (a const thread-local without destructor).
+pub(crate) fn forget_thread_after_fork() {
+    let _ = CONTEXT.try_with(|ctx| {
+        ctx.thread_id.set(0);
+        ctx.is_listener.set(false);
+    });
+}
+
 /// Marks the calling thread as a listener: its log calls never wait.
 pub(crate) fn mark_listener_thread() {
     let _ = CONTEXT.try_with(|ctx| ctx.is_listener.set(true));
@@ -146,7 +157,7 @@ pub(crate) fn clock_nanos(clock: libc::clockid_t) -> u64 {
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a char boundary.
-fn clip(text: &str, max: usize) -> &str {
+pub(crate) fn clip(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
@@ -205,6 +216,21 @@ impl QueueHandler {
     /// The level above which records are ignored.
     pub fn level(&self) -> LevelFilter {
         self.shared.level
+    }
+
+    /// A forked child's producer path: formats the record and writes it straight to
+    /// the log file, one `write(2)` (see [`crate::fork`]).
+    fn write_direct(&self, record: &Record<'_>) {
+        let entered = Entered::new();
+        let timestamp_nanos = now_nanos();
+        let target = clip(record.target(), MAX_NAME_BYTES);
+        crate::fork::write_record(
+            &self.shared,
+            record,
+            target,
+            entered.0.thread_id,
+            timestamp_nanos,
+        );
     }
 
     /// Queues one record: the whole producer path.
@@ -350,7 +376,14 @@ impl log::Log for QueueHandler {
     }
 
     fn log(&self, record: &Record<'_>) {
-        if self.enabled(record.metadata()) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        // One relaxed load of a static only a fork changes: free on the fast path. A
+        // stopped logger stays stopped in a child: `enqueue` finds the ring closed.
+        if crate::fork::forked(&self.shared) && !self.shared.ring.is_closed() {
+            self.write_direct(record);
+        } else {
             self.enqueue(record);
         }
     }

@@ -76,6 +76,8 @@ use crate::sink::Sink;
 use crate::stats::{Counters, Stats};
 use outputs::SinkSlot;
 
+pub(crate) use durability::reason;
+
 /// When the listener makes written records durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncPolicy {
@@ -259,6 +261,11 @@ impl QueueListener {
 
     /// The stop itself, waiting at most `timeout` (`None`: no limit).
     pub(crate) fn stop_within(&mut self, timeout: Option<Duration>) -> Result<Stats, Error> {
+        if crate::fork::forked(&self.handler.shared) {
+            // A forked child: the thread is the parent's; joining it waits for ever.
+            let thread = self.thread.take();
+            return Ok(crate::fork::abandon_listener(&self.handler.shared, thread));
+        }
         let Some(thread) = self.thread.take() else {
             return Ok(self.stats());
         };

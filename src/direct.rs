@@ -1,0 +1,257 @@
+//! Lines written straight to a descriptor with `write(2)`, no allocation: the crash
+//! drain ([`crate::crash`]) and the forked child ([`crate::fork`]).
+//!
+//! Both write where no listener can: inside a fatal-signal handler, and in a child
+//! process that `fork()` left without one. So everything here is async-signal-safe
+//! and allocation-free: a fixed buffer on the stack ([`StackWriter`]), decimal digits
+//! and the calendar by hand (no chrono), `write(2)` and nothing else. The lines are the
+//! regular text format ([`crate::format`]) with two differences: the thread is its id
+//! alone (`[4242]`: names live in `/proc`, read by the listener), and the time is
+//! always UTC.
+//!
+//! ```text
+//! 2026-11-22T04:14:35.123456Z ERROR [4242] target: message
+//! ```
+
+/// A buffer of `N` bytes on the stack (512 unless said otherwise) that `write(2)`s
+/// itself to `fd` when full and on [`StackWriter::flush`]. A line that fits goes out
+/// in one `write(2)`: with `O_APPEND`, whole, never interleaved with another writer's.
+pub(crate) struct StackWriter<const N: usize = 512> {
+    fd: libc::c_int,
+    buf: [u8; N],
+    len: usize,
+    /// A write failed (disk full): drop the rest.
+    failed: bool,
+    /// The `errno` of the write that failed.
+    errno: libc::c_int,
+    /// Bytes the kernel took.
+    written: u64,
+}
+
+impl<const N: usize> StackWriter<N> {
+    pub(crate) fn new(fd: libc::c_int) -> StackWriter<N> {
+        StackWriter {
+            fd,
+            buf: [0; N],
+            len: 0,
+            failed: false,
+            errno: 0,
+            written: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            let room = self.buf.len() - self.len;
+            let take = room.min(bytes.len());
+            let (now, rest) = bytes.split_at(take);
+            if let Some(dst) = self.buf.get_mut(self.len..self.len + take) {
+                dst.copy_from_slice(now);
+            }
+            self.len += take;
+            bytes = rest;
+        }
+    }
+
+    pub(crate) fn push_byte(&mut self, byte: u8) {
+        self.push(&[byte]);
+    }
+
+    /// Appends `bytes`, escaping control characters as the regular text format does.
+    pub(crate) fn push_escaped(&mut self, bytes: &[u8]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut clean_from = 0;
+        for (at, &byte) in bytes.iter().enumerate() {
+            if byte >= 0x20 && byte != 0x7f {
+                continue;
+            }
+            self.push(bytes.get(clean_from..at).unwrap_or_default());
+            match byte {
+                b'\n' => self.push(b"\\n"),
+                b'\r' => self.push(b"\\r"),
+                b'\t' => self.push(b"\\t"),
+                _ => {
+                    let hi = HEX.get(usize::from(byte >> 4)).copied().unwrap_or(b'0');
+                    let lo = HEX.get(usize::from(byte & 15)).copied().unwrap_or(b'0');
+                    self.push(&[b'\\', b'x', hi, lo]);
+                }
+            }
+            clean_from = at + 1;
+        }
+        self.push(bytes.get(clean_from..).unwrap_or_default());
+    }
+
+    /// Writes out what is buffered (retrying after EINTR and short writes). After a
+    /// failure, everything pushed later is dropped.
+    pub(crate) fn flush(&mut self) {
+        let mut from = 0;
+        while from < self.len && !self.failed {
+            let Some(rest) = self.buf.get(from..self.len) else {
+                break;
+            };
+            // SAFETY: writes from a live stack buffer; the length is the slice's.
+            let n = unsafe { libc::write(self.fd, rest.as_ptr().cast(), rest.len()) };
+            if n < 0 {
+                // SAFETY: reads this thread's errno; async-signal-safe.
+                let errno = unsafe { *libc::__errno_location() };
+                if errno == libc::EINTR {
+                    continue;
+                }
+                self.failed = true;
+                self.errno = errno;
+            } else if n == 0 {
+                // Nothing taken for a non-empty buffer: trying again could loop for
+                // ever. Count it as an I/O error.
+                self.failed = true;
+                self.errno = libc::EIO;
+            } else {
+                from += n as usize;
+                self.written += n as u64;
+            }
+        }
+        self.len = 0;
+    }
+
+    /// The `errno` of the write that failed, if one did.
+    pub(crate) fn failure(&self) -> Option<libc::c_int> {
+        self.failed.then_some(self.errno)
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+/// Decimal digits of `value`, zero-padded to `width`.
+pub(crate) fn push_decimal<const N: usize>(out: &mut StackWriter<N>, value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut n = value;
+    let mut len = 0;
+    while (n > 0 || len < width.max(1)) && len < digits.len() {
+        if let Some(d) = digits.get_mut(len) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        len += 1;
+    }
+    for i in (0..len).rev() {
+        out.push_byte(digits.get(i).copied().unwrap_or(b'0'));
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for nanoseconds since the Unix epoch, computed by
+/// hand (the proleptic Gregorian calendar, UTC).
+pub(crate) fn timestamp<const N: usize>(out: &mut StackWriter<N>, nanos: u64) {
+    let seconds = nanos / 1_000_000_000;
+    let micros = (nanos % 1_000_000_000) / 1_000;
+    let (year, month, day) = civil_from_days(seconds / 86_400);
+    let in_day = seconds % 86_400;
+    push_decimal(out, year, 4);
+    out.push_byte(b'-');
+    push_decimal(out, month, 2);
+    out.push_byte(b'-');
+    push_decimal(out, day, 2);
+    out.push_byte(b'T');
+    push_decimal(out, in_day / 3600, 2);
+    out.push_byte(b':');
+    push_decimal(out, in_day / 60 % 60, 2);
+    out.push_byte(b':');
+    push_decimal(out, in_day % 60, 2);
+    out.push_byte(b'.');
+    push_decimal(out, micros, 6);
+    out.push_byte(b'Z');
+}
+
+/// Year, month (1-12) and day (1-31) of the day `days` after 1970-01-01.
+///
+/// Counts in 400-year eras starting on 0000-03-01, so the leap day is the last day of
+/// a "year" and months have a fixed pattern: an era has 146097 days; within it, a
+/// year of the era has 365 days plus one every 4 years, minus one every 100, plus one
+/// every 400.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Days from 0000-03-01 to 1970-01-01.
+    let days = days + 719_468;
+    let era = days / 146_097;
+    let day_of_era = days % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months from March: 31, 30, 31, 30, 31, 31, 30, 31, 30, 31, 31, 28/29 follow the
+    // 153-days-per-5-months pattern.
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Datelike, Utc};
+
+    #[test]
+    fn hand_computed_dates_match_chrono() {
+        // Every day from 1970 to 2200, and a few far ones.
+        let days = (0..84_000u64).chain([100_000, 1_000_000, 2_932_896]);
+        for day in days {
+            let expected = DateTime::<Utc>::from_timestamp((day * 86_400) as i64, 0).unwrap();
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(
+                (y as i32, m as u32, d as u32),
+                (expected.year(), expected.month(), expected.day()),
+                "day {day}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamp_matches_the_regular_format() {
+        // The text format's own example instant: 2023-11-14T22:13:20.123456Z.
+        let mut out: StackWriter = StackWriter::new(-1);
+        timestamp(&mut out, 1_700_000_000_123_456_789);
+        push_decimal(&mut out, 7, 3);
+        out.push_escaped(b"a\nb\x1b");
+        let len = out.len;
+        out.len = 0; // no flush to fd -1
+        assert_eq!(&out.buf[..len], b"2023-11-14T22:13:20.123456Z007a\\nb\\x1b");
+    }
+
+    #[test]
+    fn a_failed_write_is_remembered_and_drops_the_rest() {
+        let mut out: StackWriter<8> = StackWriter::new(-1);
+        out.push(b"0123456789");
+        out.flush();
+        assert_eq!(out.failure(), Some(libc::EBADF));
+        assert_eq!(out.written(), 0);
+    }
+
+    #[test]
+    fn lines_longer_than_the_buffer_go_out_in_pieces() {
+        let mut fds = [0; 2];
+        // SAFETY: creates a pipe into a live two-element array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let mut out: StackWriter<8> = StackWriter::new(fds[1]);
+        out.push(b"0123456789abcdef!");
+        out.flush();
+        assert_eq!(out.failure(), None);
+        assert_eq!(out.written(), 17);
+        let mut read = [0u8; 32];
+        // SAFETY: reads into a live buffer of the given length.
+        let n = unsafe { libc::read(fds[0], read.as_mut_ptr().cast(), read.len()) };
+        assert_eq!(&read[..n as usize], b"0123456789abcdef!");
+        // SAFETY: closes the two descriptors made above.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+}
