@@ -62,26 +62,7 @@ impl<const N: usize> StackWriter<N> {
 
     /// Appends `bytes`, escaping control characters as the regular text format does.
     pub(crate) fn push_escaped(&mut self, bytes: &[u8]) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut clean_from = 0;
-        for (at, &byte) in bytes.iter().enumerate() {
-            if byte >= 0x20 && byte != 0x7f {
-                continue;
-            }
-            self.push(bytes.get(clean_from..at).unwrap_or_default());
-            match byte {
-                b'\n' => self.push(b"\\n"),
-                b'\r' => self.push(b"\\r"),
-                b'\t' => self.push(b"\\t"),
-                _ => {
-                    let hi = HEX.get(usize::from(byte >> 4)).copied().unwrap_or(b'0');
-                    let lo = HEX.get(usize::from(byte & 15)).copied().unwrap_or(b'0');
-                    self.push(&[b'\\', b'x', hi, lo]);
-                }
-            }
-            clean_from = at + 1;
-        }
-        self.push(bytes.get(clean_from..).unwrap_or_default());
+        push_escaped(self, bytes);
     }
 
     /// Writes out what is buffered (retrying after EINTR and short writes). After a
@@ -126,8 +107,54 @@ impl<const N: usize> StackWriter<N> {
     }
 }
 
+/// Where the allocation-free formatting helpers append: a [`StackWriter`] here, and
+/// the listener's line buffers (the text layout uses the same helpers, so the two
+/// kinds of line cannot drift apart).
+pub(crate) trait Out {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl<const N: usize> Out for StackWriter<N> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.push(bytes);
+    }
+}
+
+impl Out for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Appends `bytes` to `out`, escaping control characters (`\n`, `\r`, `\t`, `\x1b`,
+/// ...) so a record can never forge or split lines; runs without one are copied in
+/// one piece. Bytes are passed through otherwise (the caller deals with invalid
+/// UTF-8 where it can afford to).
+pub(crate) fn push_escaped<O: Out + ?Sized>(out: &mut O, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut clean_from = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        if byte >= 0x20 && byte != 0x7f {
+            continue;
+        }
+        out.put(bytes.get(clean_from..at).unwrap_or_default());
+        match byte {
+            b'\n' => out.put(b"\\n"),
+            b'\r' => out.put(b"\\r"),
+            b'\t' => out.put(b"\\t"),
+            _ => {
+                let hi = HEX.get(usize::from(byte >> 4)).copied().unwrap_or(b'0');
+                let lo = HEX.get(usize::from(byte & 15)).copied().unwrap_or(b'0');
+                out.put(&[b'\\', b'x', hi, lo]);
+            }
+        }
+        clean_from = at + 1;
+    }
+    out.put(bytes.get(clean_from..).unwrap_or_default());
+}
+
 /// Decimal digits of `value`, zero-padded to `width`.
-pub(crate) fn push_decimal<const N: usize>(out: &mut StackWriter<N>, value: u64, width: usize) {
+pub(crate) fn push_decimal<O: Out + ?Sized>(out: &mut O, value: u64, width: usize) {
     let mut digits = [b'0'; 20];
     let mut n = value;
     let mut len = 0;
@@ -138,9 +165,10 @@ pub(crate) fn push_decimal<const N: usize>(out: &mut StackWriter<N>, value: u64,
         n /= 10;
         len += 1;
     }
-    for i in (0..len).rev() {
-        out.push_byte(digits.get(i).copied().unwrap_or(b'0'));
+    if let Some(used) = digits.get_mut(..len) {
+        used.reverse();
     }
+    out.put(digits.get(..len).unwrap_or_default());
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for nanoseconds since the Unix epoch, computed by

@@ -16,6 +16,7 @@
 
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 
+use crate::direct::{self, push_decimal};
 use crate::record::{self, RecordView};
 
 /// Formats records as text, caching the date and time part of the timestamp per
@@ -63,7 +64,7 @@ impl TextFormatter {
         }
         out.extend_from_slice(self.cached_prefix.as_bytes());
         out.push(b'.');
-        push_padded(out, micros, 6);
+        push_decimal(out, micros, 6);
         out.extend_from_slice(self.cached_offset.as_bytes());
     }
 
@@ -82,7 +83,7 @@ impl TextFormatter {
             push_escaped(out, name.as_bytes());
             out.push(b'/');
         }
-        push_padded(out, u64::from(record.thread_id), 1);
+        push_decimal(out, u64::from(record.thread_id), 1);
         out.extend_from_slice(b"] ");
         push_escaped(out, record.target.as_bytes());
         out.extend_from_slice(b": ");
@@ -92,53 +93,22 @@ impl TextFormatter {
         }
         if record.truncated() {
             out.extend_from_slice(b" [quelog: message cut at ");
-            push_padded(out, record.message.len() as u64, 1);
+            push_decimal(out, record.message.len() as u64, 1);
             out.extend_from_slice(b" bytes]");
         }
         out.push(b'\n');
     }
 }
 
-/// Decimal digits of `value`, zero-padded to `width`.
-fn push_padded(out: &mut Vec<u8>, value: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut n = value;
-    let mut len = 0;
-    while n > 0 || len < width.max(1) {
-        digits[len] = b'0' + (n % 10) as u8;
-        n /= 10;
-        len += 1;
-    }
-    out.extend(digits[..len].iter().rev());
-}
-
-/// Appends `bytes`, escaping control characters and replacing invalid UTF-8.
+/// Appends `bytes` escaped as [`crate::direct::push_escaped`] does (one helper for
+/// the listener's lines and the signal-safe ones), replacing invalid UTF-8 with U+FFFD
+/// first. The handler only ever stores valid UTF-8, so the check passes and the
+/// bytes are copied in runs.
 pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.as_bytes();
-    let mut clean_from = 0;
-    for (at, &byte) in text.iter().enumerate() {
-        if byte >= 0x20 && byte != 0x7f {
-            continue;
-        }
-        out.extend_from_slice(&text[clean_from..at]);
-        match byte {
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'x',
-                    HEX[(byte >> 4) as usize],
-                    HEX[(byte & 15) as usize],
-                ]);
-            }
-        }
-        clean_from = at + 1;
+    match std::str::from_utf8(bytes) {
+        Ok(_) => direct::push_escaped(out, bytes),
+        Err(_) => direct::push_escaped(out, String::from_utf8_lossy(bytes).as_bytes()),
     }
-    out.extend_from_slice(&text[clean_from..]);
 }
 
 #[cfg(test)]
