@@ -17,7 +17,6 @@ use std::time::Duration;
 use quelog::{FileSink, Sink};
 use support::storm::child::{self, Run, Watch};
 
-const DONE: &str = "SCENARIO DONE";
 /// Where the child works: a directory the parent made (and removes).
 const DIR_ENV: &str = "QUELOG_TEST_DIR";
 
@@ -25,31 +24,15 @@ const DIR_ENV: &str = "QUELOG_TEST_DIR";
 /// a watchdog and asserts the child finished. In the child: runs `scenario` in the
 /// directory the parent named, and returns `None`.
 fn in_child(test_name: &str, command: Command, scenario: impl FnOnce(&Path)) -> Option<Run> {
-    match child::scenario() {
-        Some(name) if name == test_name => {
-            let dir = PathBuf::from(std::env::var(DIR_ENV).expect("the test directory"));
-            scenario(&dir);
-            // On a line of its own: libtest has printed "test name ... " without one.
-            println!("\n{DONE}");
-            None
-        }
-        // Another test's child; libtest filtered us in by mistake. Do nothing.
-        Some(_) => None,
-        None => {
-            let watch = Watch {
-                stall: Duration::from_secs(30),
-                total: Duration::from_secs(90),
-                stacks: true,
-            };
-            let run = child::run_watched(command, watch);
-            assert!(
-                run.succeeded() && run.lines.iter().any(|l| l == DONE),
-                "the child running {test_name} failed or hung:\n{}",
-                run.describe()
-            );
-            Some(run)
-        }
-    }
+    let watch = Watch {
+        stall: Duration::from_secs(30),
+        total: Duration::from_secs(90),
+        stacks: true,
+    };
+    child::in_child(test_name, Some(command), watch, || {
+        let dir = PathBuf::from(std::env::var(DIR_ENV).expect("the test directory"));
+        scenario(&dir);
+    })
 }
 
 fn test_dir(name: &str) -> PathBuf {

@@ -85,8 +85,6 @@ fn heap_calls(f: impl FnOnce()) -> u64 {
 // ---------------------------------------------------------------------------------
 // Child processes
 
-const DONE: &str = "SCENARIO DONE";
-
 /// How long a forked grandchild may take before it counts as hung.
 const GRANDCHILD_LIMIT: Duration = Duration::from_secs(5);
 
@@ -94,29 +92,12 @@ const GRANDCHILD_LIMIT: Duration = Duration::from_secs(5);
 /// returns what the child did (after asserting it succeeded); in the child, runs
 /// `scenario` and returns `None`.
 fn in_child(test_name: &str, scenario: impl FnOnce()) -> Option<Run> {
-    match child::scenario() {
-        Some(name) if name == test_name => {
-            scenario();
-            // On a line of its own: libtest has printed "test name ... " without one.
-            println!("\n{DONE}");
-            None
-        }
-        Some(_) => None,
-        None => {
-            let watch = Watch {
-                stall: Duration::from_secs(30),
-                total: Duration::from_secs(90),
-                stacks: true,
-            };
-            let run = child::run_watched(child::self_test_command(test_name, test_name), watch);
-            assert!(
-                run.succeeded() && run.lines.iter().any(|l| l == DONE),
-                "the child running {test_name} failed or hung:\n{}",
-                run.describe()
-            );
-            Some(run)
-        }
-    }
+    let watch = Watch {
+        stall: Duration::from_secs(30),
+        total: Duration::from_secs(90),
+        stacks: true,
+    };
+    child::in_child(test_name, None, watch, scenario)
 }
 
 /// `fork(2)`; panics if it fails.

@@ -19,37 +19,21 @@ use std::time::{Duration, Instant};
 use log::Log;
 use support::storm::child::{self, Run, Watch};
 
-const DONE: &str = "SCENARIO DONE";
+const DONE: &str = child::SCENARIO_DONE;
 
 /// Runs `scenario` in a child process when called from the test `test_name` in the
 /// parent, and returns what the child did (after asserting it succeeded); in the child,
 /// runs `scenario` and returns `None`.
 fn in_child(test_name: &str, scenario: impl FnOnce()) -> Option<Run> {
-    match child::scenario() {
-        Some(name) if name == test_name => {
-            scenario();
-            remove_log_dirs();
-            // On a line of its own: libtest has printed "test name ... " without one.
-            println!("\n{DONE}");
-            None
-        }
-        // Another test's child; libtest filtered us in by mistake. Do nothing.
-        Some(_) => None,
-        None => {
-            let watch = Watch {
-                stall: Duration::from_secs(20),
-                total: Duration::from_secs(60),
-                stacks: true,
-            };
-            let run = child::run_watched(child::self_test_command(test_name, test_name), watch);
-            assert!(
-                run.succeeded() && run.lines.iter().any(|l| l == DONE),
-                "the child running {test_name} failed or hung:\n{}",
-                run.describe()
-            );
-            Some(run)
-        }
-    }
+    let watch = Watch {
+        stall: Duration::from_secs(20),
+        total: Duration::from_secs(60),
+        stacks: true,
+    };
+    child::in_child(test_name, None, watch, || {
+        scenario();
+        remove_log_dirs();
+    })
 }
 
 fn log_path(name: &str) -> PathBuf {

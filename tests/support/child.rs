@@ -346,3 +346,38 @@ fn short_frame(line: &str) -> String {
     let name = rest.split(" (").next().unwrap_or(rest);
     format!("{number} {name}")
 }
+
+/// The line a scenario's child prints last when it finished.
+pub const SCENARIO_DONE: &str = "SCENARIO DONE";
+
+/// One test, two processes. In the parent: runs `command` (this test binary
+/// re-executed to run only `test_name`, when `None`) under `watch`, asserts that the
+/// child finished its scenario and exited 0, and returns what it did. In the child
+/// (started for `test_name`): runs `body`, prints [`SCENARIO_DONE`], and returns
+/// `None`. In a child started for another test: does nothing.
+pub fn in_child(
+    test_name: &str,
+    command: Option<Command>,
+    watch: Watch,
+    body: impl FnOnce(),
+) -> Option<Run> {
+    match scenario() {
+        Some(name) if name == test_name => {
+            body();
+            // On a line of its own: libtest has printed "test name ... " without one.
+            println!("\n{SCENARIO_DONE}");
+            None
+        }
+        Some(_) => None,
+        None => {
+            let command = command.unwrap_or_else(|| self_test_command(test_name, test_name));
+            let run = run_watched(command, watch);
+            assert!(
+                run.succeeded() && run.lines.iter().any(|l| l == SCENARIO_DONE),
+                "the child running {test_name} failed or hung:\n{}",
+                run.describe()
+            );
+            Some(run)
+        }
+    }
+}
