@@ -469,16 +469,13 @@ impl Drop for Listener<'_> {
     fn drop(&mut self) {
         // The sinks close after this: the crash drain must not use their descriptor.
         // Under the token, so a drain starting later sees -1; if a drain owns the ring
-        // already, let it finish with the descriptor first (bounded).
-        if self.consumer.hold() {
-            self.shared.crash_fd.store(-1, Ordering::Relaxed);
-        } else {
-            let deadline = Instant::now() + crate::crash::LISTENER_WAIT;
-            while !self.shared.ring.crash_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            self.shared.crash_fd.store(-1, Ordering::Relaxed);
+        // already, let it finish with the descriptor and give the ring back first
+        // (bounded).
+        let deadline = Instant::now() + crate::crash::LISTENER_WAIT;
+        while !self.consumer.hold() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
+        self.shared.crash_fd.store(-1, Ordering::Relaxed);
     }
 }
 
@@ -512,7 +509,8 @@ impl Listener<'_> {
                 continue;
             }
             if !self.consumer.hold() {
-                // A fatal-signal handler owns the ring: the process is about to end.
+                // A fatal-signal handler owns the ring: the process is about to end,
+                // or the handler gives the ring back and we resume where it stopped.
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
