@@ -221,6 +221,40 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// The start of a line in the text format, up to the target: `timestamp LEVEL [tid] `.
+/// `level` is the stored byte ([`crate::record::level_label`]).
+pub(crate) fn push_line_start<const N: usize>(
+    out: &mut StackWriter<N>,
+    timestamp_nanos: u64,
+    level: u8,
+    thread_id: u32,
+) {
+    timestamp(out, timestamp_nanos);
+    out.push(b" ");
+    out.push(crate::record::level_label(level));
+    out.push(b" [");
+    push_decimal(out, u64::from(thread_id), 1);
+    out.push(b"] ");
+}
+
+/// The end of a line: the markers of a failed format and of a cut message (`cut_at`:
+/// the bytes kept), then the newline.
+pub(crate) fn push_line_end<const N: usize>(
+    out: &mut StackWriter<N>,
+    format_failed: bool,
+    cut_at: Option<u64>,
+) {
+    if format_failed {
+        out.push(b" [quelog: formatting failed here]");
+    }
+    if let Some(kept) = cut_at {
+        out.push(b" [quelog: message cut at ");
+        push_decimal(out, kept, 1);
+        out.push(b" bytes]");
+    }
+    out.push(b"\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,7 +109,7 @@ use std::sync::{Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::direct::{push_decimal, timestamp, StackWriter};
+use crate::direct::{push_line_end, push_line_start, StackWriter};
 use crate::error::Error;
 use crate::handler::clip;
 use crate::queue::Shared;
@@ -187,16 +187,8 @@ pub(crate) fn write_record(
         return;
     }
     let mut out: StackWriter<LINE_BYTES> = StackWriter::new(fd);
-    timestamp(&mut out, timestamp_nanos);
-    out.push(match record.level() {
-        log::Level::Error => b" ERROR [",
-        log::Level::Warn => b"  WARN [",
-        log::Level::Info => b"  INFO [",
-        log::Level::Debug => b" DEBUG [",
-        log::Level::Trace => b" TRACE [",
-    });
-    push_decimal(&mut out, u64::from(thread_id), 1);
-    out.push(b"] ");
+    let level = crate::record::level_to_u8(record.level());
+    push_line_start(&mut out, timestamp_nanos, level, thread_id);
     out.push_escaped(target.as_bytes());
     out.push(b": ");
     let mut message = Message {
@@ -207,16 +199,10 @@ pub(crate) fn write_record(
     };
     let formatted = message.format(record.args());
     let (kept, cut) = (message.kept, message.cut);
-    if !formatted {
-        out.push(b" [quelog: formatting failed here]");
-    }
     if cut {
-        out.push(b" [quelog: message cut at ");
-        push_decimal(&mut out, kept as u64, 1);
-        out.push(b" bytes]");
         Counters::add(&counters.truncated, 1);
     }
-    out.push(b"\n");
+    push_line_end(&mut out, !formatted, cut.then_some(kept as u64));
     out.flush();
     Counters::add(&counters.bytes, out.written());
     match out.failure() {

@@ -115,10 +115,28 @@
 //!   SIGFPE and SIGABRT write the records still in the ring to the first file sink
 //!   (`write(2)`, no allocation, UTC timestamps, thread id without name) and fsync it,
 //!   with a last line `quelog: fatal signal 6 (SIGABRT): the crash handler wrote N
-//!   records left in the queue`; then the previous handler runs and the signal ends
-//!   the process. The listener and the handler never both write a record: the
-//!   handler waits up to 2 s for the listener to finish the batch it is writing, and
-//!   writes nothing if it does not (or if the crash is on the listener thread).
+//!   records left in the queue`; then the signal ends the process. The drain writes
+//!   the ring as it was when it started, so it ends even while other threads keep
+//!   logging, and N is exactly what it wrote. The listener and the handler never both
+//!   write a record: the handler waits up to 2 s for the listener to finish the batch
+//!   it is writing, and writes nothing if it does not (or if the crash is on the
+//!   listener thread).
+//! * **Fault handlers installed before quelog** (wasm runtimes, JITs, garbage
+//!   collectors, Rust's stack overflow report) are chained. On a fault the kernel
+//!   raised for the instruction (SIGSEGV, SIGBUS, SIGILL, SIGFPE with `si_code > 0`),
+//!   the previous handler runs first, before quelog touches anything: if it resolves
+//!   the fault and returns with quelog's handler still installed, the instruction runs
+//!   again and nothing is drained; if it resets the action to `SIG_DFL` or `SIG_IGN`
+//!   and returns (what Rust's handler does for a fault outside a guard page), the
+//!   fault is fatal and is drained; if it installs another handler, that one decides.
+//!   SIGABRT, and fault signals sent with `kill` or `raise`, are drained first, then
+//!   the previous handler runs, then the signal's default action. If a previous
+//!   handler jumps out (`siglongjmp`), the ring is not left claimed: the listener goes
+//!   on after what the drain wrote (to the first file sink only). A real stack
+//!   overflow in a Rust thread is reported by Rust and drained in the SIGABRT that
+//!   follows; on x86-64 the drain runs on a stack of its own (64 KiB, mapped at
+//!   install), because the 8 KiB alternate signal stack Rust gives each thread has no
+//!   room left for it after two nested signal frames.
 //! * **Panics**: a panic hook (on by default, [`Builder::flush_on_panic`]) logs the
 //!   panic with target `panic` and flushes (at most the shutdown timeout) before the
 //!   previous hook, so before unwinding, and before the abort of `panic = "abort"`
@@ -331,8 +349,8 @@ impl Builder {
 
     /// On SIGSEGV, SIGBUS, SIGILL, SIGFPE and SIGABRT, write the records still in the
     /// queue straight to the first file sink and fsync it, then let the signal end the
-    /// process as before (default off). Once per process. See the crate docs,
-    /// "Durability".
+    /// process as before (default off). A fault that a handler installed before quelog
+    /// resolves is left to it. Once per process. See the crate docs, "Durability".
     pub fn drain_on_crash(mut self, on: bool) -> Builder {
         self.drain_on_crash = on;
         self

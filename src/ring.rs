@@ -58,11 +58,21 @@
 //!
 //! A fatal-signal handler sets `CRASH_CLAIMED` with one `fetch_or`: from then on the
 //! listener cannot take the token again, and once both listener bits are clear the
-//! handler owns every record from `resume_at` on ([`Ring::crash_drain`]). A record is
-//! therefore written by the listener or by the crash handler, never by both: the
-//! listener's records are out of the ring only while it holds one of its bits, and it
-//! clears the last one only after they are written. The handler sets `CRASH_DONE` when
-//! it is finished, so a second thread that crashes at the same time can wait for it.
+//! handler owns the records from `resume_at` up to the end of the ring as it was when
+//! the drain started ([`Ring::crash_drain`] snapshots `tail`: other threads may go on
+//! logging, and a drain that chased them would never end). A record is therefore
+//! written by the listener or by the crash handler, never by both: the listener's
+//! records are out of the ring only while it holds one of its bits, and it clears the
+//! last one only after they are written.
+//!
+//! When the drain is over, the handler gives the ring back ([`Ring::crash_release`]):
+//! it clears `CRASH_CLAIMED` and leaves `resume_at` where the drain stopped. The
+//! process normally ends a moment later; but a previous signal handler may jump out
+//! of the signal (`siglongjmp`) and the process go on, and then the listener resumes
+//! at `resume_at` the next time it takes the token ([`Consumer::hold`] reloads its
+//! position), instead of finding the ring claimed for ever. While a drain holds the
+//! claim, a second thread that crashes finds `CRASH_CLAIMED` set: it waits for the
+//! release and never drains at the same time.
 //!
 //! A stop that runs out of time (a sink that never returns) sets `ABANDONED`
 //! ([`Ring::abandon`]): the listener cannot take the token again, and once
@@ -91,11 +101,9 @@ pub(crate) const MAX_SLOTS: usize = 1 << 24;
 
 /// `consuming` bit: the listener's consumer is taking records out and writing them.
 const CONSUMER_ACTIVE: u64 = 1;
-/// `consuming` bit: a fatal-signal handler claimed the ring; the listener never
-/// consumes again.
+/// `consuming` bit: a fatal-signal handler claimed the ring; the listener cannot take
+/// the token until the handler gives the ring back.
 const CRASH_CLAIMED: u64 = 2;
-/// `consuming` bit: the fatal-signal handler finished its drain.
-const CRASH_DONE: u64 = 4;
 /// `consuming` bit: the listener is writing records it took off the ring.
 const CONSUMER_WRITING: u64 = 8;
 /// `consuming` bit: a stop gave up on the listener; it never consumes again.
@@ -142,7 +150,7 @@ pub(crate) struct Ring {
     /// Where the next reader starts: the consumer's position when it last released the
     /// `consuming` token (or ended).
     resume_at: AtomicU64,
-    /// `CONSUMER_ACTIVE | CRASH_CLAIMED | CRASH_DONE`: see the module docs.
+    /// `CONSUMER_ACTIVE | CRASH_CLAIMED`: see the module docs.
     consuming: AtomicU64,
     seqs: Box<[AtomicU64]>,
     chunks: Box<[UnsafeCell<Chunk>]>,
@@ -349,15 +357,16 @@ impl Ring {
         })
     }
 
-    /// Fatal-signal side: claims the ring for a crash drain, once per process. Returns
-    /// `false` if another crash claimed it first. Async-signal-safe (one `fetch_or`).
+    /// Fatal-signal side: claims the ring for a crash drain. Returns `false` if another
+    /// crash holds the claim. Async-signal-safe (one `fetch_or`).
     pub(crate) fn crash_claim(&self) -> bool {
         self.consuming.fetch_or(CRASH_CLAIMED, Ordering::AcqRel) & CRASH_CLAIMED == 0
     }
 
     /// Fatal-signal side: whether the listener still has records out of the ring
     /// (taking them, or writing them to its sinks). After [`Ring::crash_claim`] it
-    /// cannot take the token again, so once this is `false` it stays `false`.
+    /// cannot take the token again, so once this is `false` it stays `false` until
+    /// [`Ring::crash_release`].
     pub(crate) fn consumer_active(&self) -> bool {
         self.consuming.load(Ordering::Acquire) & (CONSUMER_ACTIVE | CONSUMER_WRITING) != 0
     }
@@ -438,25 +447,30 @@ impl Ring {
         if state & CRASH_CLAIMED == 0 || state & CONSUMER_ACTIVE != 0 {
             return None;
         }
+        let head = self.resume_at.load(Ordering::Relaxed);
         Some(CrashDrain {
             ring: self,
-            head: self.resume_at.load(Ordering::Relaxed),
+            head,
+            // The end of the ring now: the drain stops there even if other threads keep
+            // logging (each record it frees makes room for one more). Claims are whole
+            // records, so `end` is a record boundary, and `head <= end` (`resume_at`
+            // never passes `tail`, which only grows).
+            end: self.tail(),
         })
     }
 
-    /// Whether a fatal-signal handler claimed the ring.
+    /// Fatal-signal side: gives the ring back after a drain (or after giving up on
+    /// one). `resume_at` stays where the drain stopped, so the listener, if the
+    /// process goes on, resumes after the records the drain wrote.
+    pub(crate) fn crash_release(&self) {
+        // Release: the listener's acquire in `Consumer::hold` sees `resume_at` and the
+        // slots the drain freed.
+        self.consuming.fetch_and(!CRASH_CLAIMED, Ordering::Release);
+    }
+
+    /// Whether a crash drain holds the claim now.
     pub(crate) fn crash_claimed(&self) -> bool {
         self.consuming.load(Ordering::Acquire) & CRASH_CLAIMED != 0
-    }
-
-    /// Fatal-signal side: says the crash drain is over (written or given up).
-    pub(crate) fn crash_finish(&self) {
-        self.consuming.fetch_or(CRASH_DONE, Ordering::Release);
-    }
-
-    /// Whether a crash drain finished.
-    pub(crate) fn crash_finished(&self) -> bool {
-        self.consuming.load(Ordering::Acquire) & CRASH_DONE != 0
     }
 
     /// Calls `f` with the bytes `[from, to)` of the record whose first slot is at
@@ -633,13 +647,14 @@ pub(crate) struct Consumer<'a> {
 }
 
 impl Consumer<'_> {
-    /// Takes the `consuming` token, if it does not hold it already: `false` once a
-    /// crash drain claimed the ring (then this consumer never reads again).
+    /// Takes the `consuming` token, if it does not hold it already: `false` while a
+    /// crash drain holds the ring (see [`Ring::crash_release`]).
     pub(crate) fn hold(&mut self) -> bool {
         if !self.holding {
             // Only from a state without a crash claim or an abandon; `CONSUMER_WRITING`
-            // may be set (the listener's own previous batch). Acquire: whoever held the
-            // ring before left `resume_at` and its frees visible.
+            // may be set (the listener's own previous batch). Acquire pairs with the
+            // release of the token by the last reader (this consumer, or a crash drain
+            // that gave the ring back).
             let state = self.ring.consuming.load(Ordering::Relaxed);
             self.holding = state & (CRASH_CLAIMED | ABANDONED | CONSUMER_ACTIVE) == 0
                 && self
@@ -652,6 +667,11 @@ impl Consumer<'_> {
                         Ordering::Relaxed,
                     )
                     .is_ok();
+            if self.holding {
+                // A crash drain may have read on from where this consumer let go.
+                // Without one, this is the position `release` stored.
+                self.head = self.ring.resume_at.load(Ordering::Relaxed);
+            }
         }
         self.holding
     }
@@ -829,7 +849,7 @@ impl CrashRecord {
 pub(crate) enum CrashNext {
     /// A published record (maybe an aborted claim: skip it with `free`).
     Record(CrashRecord),
-    /// Nothing claimed past the drain.
+    /// Nothing claimed past the drain, or it reached the end of its snapshot.
     Empty,
     /// The next record is claimed but not published.
     Pending,
@@ -840,12 +860,18 @@ pub(crate) enum CrashNext {
 pub(crate) struct CrashDrain<'a> {
     ring: &'a Ring,
     head: u64,
+    /// `tail` when the drain started: it reads no further.
+    end: u64,
 }
 
 impl CrashDrain<'_> {
-    /// The record at the drain's position, if published.
+    /// The record at the drain's position, if published. [`CrashNext::Empty`] at the
+    /// end of the ring as it was when the drain started.
     pub(crate) fn next(&self) -> CrashNext {
         let pos = self.head;
+        if pos >= self.end {
+            return CrashNext::Empty;
+        }
         let (len, flags) = match self.ring.look(pos) {
             Look::Published { len, flags } => (len, flags),
             Look::Empty => return CrashNext::Empty,
@@ -1159,13 +1185,60 @@ mod tests {
             drain.free(&record);
         }
         assert!(matches!(drain.next(), CrashNext::Empty));
-        assert!(!ring.crash_finished());
-        ring.crash_finish();
-        assert!(ring.crash_finished());
+        assert!(ring.crash_claimed());
+        ring.crash_release();
+        assert!(!ring.crash_claimed());
         // Freed: producers can use the whole ring again.
         for _ in 0..8 {
             push(&ring, &[9; 70]).unwrap();
         }
+        // Given back: the listener resumes after what the drain wrote.
+        assert_eq!(pop(&mut consumer).unwrap(), vec![9; 70]);
+        assert_eq!(consumer.position(), 10 + 2);
+    }
+
+    #[test]
+    fn crash_drain_stops_at_the_tail_it_saw_when_it_started() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        for i in 0..4u8 {
+            push(&ring, &[i; 10]).unwrap();
+        }
+        assert!(ring.crash_claim());
+        let mut drain = ring.crash_drain().unwrap();
+        let mut drained = 0;
+        // Another thread logs a record for every one the drain frees.
+        while let CrashNext::Record(record) = drain.next() {
+            drain.free(&record);
+            drained += 1;
+            push(&ring, &[9; 10]).unwrap();
+        }
+        assert_eq!(drained, 4);
+        ring.crash_release();
+        // The four logged during the drain are the listener's.
+        for _ in 0..4 {
+            assert_eq!(pop(&mut consumer).unwrap(), vec![9; 10]);
+        }
+        assert!(pop(&mut consumer).is_none());
+    }
+
+    #[test]
+    fn a_second_claim_waits_for_the_release() {
+        let ring = Ring::with_slots(16);
+        let mut consumer = ring.take_consumer().unwrap();
+        assert!(ring.crash_claim());
+        assert!(!ring.crash_claim(), "one drain at a time");
+        assert!(!consumer.hold());
+        ring.crash_release();
+        assert!(ring.crash_claim(), "free again once released");
+        ring.crash_release();
+        assert!(consumer.hold());
+        // A claim while the listener holds the token succeeds, but reads nothing until
+        // the listener lets go.
+        assert!(ring.crash_claim());
+        assert!(ring.crash_drain().is_none());
+        consumer.release();
+        assert!(ring.crash_drain().is_some());
     }
 
     #[test]

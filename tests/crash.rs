@@ -24,6 +24,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 const CHILD_ENV: &str = "QUELOG_CHILD";
 const PATH_ENV: &str = "QUELOG_CHILD_PATH";
+const LIB_ENV: &str = "QUELOG_CHILD_LIB";
 
 // ---------------------------------------------------------------------------------
 // The child side
@@ -41,6 +42,11 @@ fn child() {
         "drain-live" => child_fatal(&path, true, false, Fatal::Abort),
         "drain-live-segv" => child_fatal(&path, true, false, Fatal::NullWrite),
         "no-drain-abort" => child_fatal(&path, false, true, Fatal::Abort),
+        "drain-chase" => child_chase(&path),
+        "resolved-fault" => child_resolved_fault(&path),
+        "stack-overflow" => child_stack_overflow(&path),
+        "longjmp-fault" => child_longjmp(&path, Fatal::NullWrite),
+        "longjmp-raise" => child_longjmp(&path, Fatal::Abort),
         "panic-unwind" => child_panic(&path, true, false),
         "panic-unwind-no-hook" => child_panic(&path, false, false),
         "panic-abort" => child_panic(&path, true, true),
@@ -138,6 +144,214 @@ fn child_fatal(path: &Path, drain: bool, hold: bool, fatal: Fatal) {
         }
     }
     unreachable!("still alive after the fatal signal");
+}
+
+fn null_write() {
+    let null = std::hint::black_box(std::ptr::null_mut::<u8>());
+    // SAFETY: none: this faults with SIGSEGV, on purpose, to test the drain.
+    unsafe { std::ptr::write_volatile(null, 1) };
+}
+
+fn install_held(path: &Path, held: &Arc<AtomicBool>) -> quelog::Guard {
+    Builder::new()
+        .file(path)
+        .drain_on_crash(true)
+        .listener_hooks(ListenerHooks {
+            hold: Some(Arc::clone(held)),
+            die: None,
+        })
+        .install()
+        .unwrap()
+}
+
+/// The listener held back, three threads log as fast as they can (the ring fills,
+/// then they drop), and a fourth faults: the drain must end although every record it
+/// frees makes room for another.
+fn child_chase(path: &Path) {
+    no_core_dumps();
+    let held = Arc::new(AtomicBool::new(true));
+    std::mem::forget(install_held(path, &held));
+    for t in 0..3 {
+        std::thread::spawn(move || {
+            for i in 0u64.. {
+                log::info!(target: "chase", "chase t={t} i={i}");
+            }
+        });
+    }
+    // Long enough for the ring to fill.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = std::thread::spawn(null_write).join();
+    unreachable!("still alive after the fatal signal");
+}
+
+/// The page that [`unprotect_guard_page`] makes writable, and how often it did.
+static GUARD_PAGE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static RESOLVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// A SIGSEGV handler the way wasm runtimes, JITs and GCs have one: a fault on its
+/// guard page is resolved (the page made writable) and the instruction re-executed;
+/// any other fault is fatal (default action, as Rust's own handler does).
+extern "C" fn unprotect_guard_page(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _context: *mut libc::c_void,
+) {
+    let page = GUARD_PAGE.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    if page != 0 && (page..page + page_size()).contains(&addr) {
+        // SAFETY: `page` is a page we mapped; mprotect is async-signal-safe.
+        unsafe {
+            libc::mprotect(
+                page as *mut libc::c_void,
+                page_size(),
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        RESOLVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return;
+    }
+    // SAFETY: resets this signal's action to the default, from a zeroed struct.
+    unsafe {
+        let default: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, &default, std::ptr::null_mut());
+    }
+}
+
+/// A previous SIGSEGV handler that resolves a real fault: the process and the logger
+/// must go on as if quelog were not there.
+fn child_resolved_fault(path: &Path) {
+    no_core_dumps();
+    // SAFETY: maps one fresh anonymous page, no access allowed.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            page_size(),
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED);
+    GUARD_PAGE.store(page as usize, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: installs a handler that only calls mprotect and sigaction, from a
+    // zeroed struct (empty mask).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = unprotect_guard_page as *const () as libc::sighandler_t;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        assert_eq!(
+            libc::sigaction(libc::SIGSEGV, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    let held = Arc::new(AtomicBool::new(true));
+    let guard = install_held(path, &held);
+    for i in 0..100 {
+        log::info!(target: "resolved", "record {i}");
+    }
+    // SAFETY: a real fault on the PROT_NONE page, which the handler resolves.
+    unsafe { std::ptr::write_volatile(page.cast::<u8>(), 42) };
+    // SAFETY: the page is readable now.
+    assert_eq!(unsafe { std::ptr::read_volatile(page.cast::<u8>()) }, 42);
+    assert_eq!(RESOLVED.load(std::sync::atomic::Ordering::Relaxed), 1);
+    for i in 100..200 {
+        log::info!(target: "resolved", "record {i}");
+    }
+    held.store(false, std::sync::atomic::Ordering::Release);
+    guard.flush().expect("flush after a resolved fault");
+    drop(guard);
+}
+
+/// Unbounded recursion, 4 KiB of stack a frame.
+fn recurse(depth: u64) -> u64 {
+    let buf = std::hint::black_box([depth as u8; 4096]);
+    if std::hint::black_box(depth) == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1) + u64::from(buf[0])
+}
+
+/// A real stack overflow in a spawned thread: Rust's handler (installed before
+/// quelog's) reports it and aborts; the abort drains.
+fn child_stack_overflow(path: &Path) {
+    no_core_dumps();
+    let held = Arc::new(AtomicBool::new(true));
+    std::mem::forget(install_held(path, &held));
+    for i in 0..100 {
+        log::info!(target: "crash", "before the overflow {i}");
+    }
+    let _ = std::thread::Builder::new()
+        .name("overflow".into())
+        .spawn(|| recurse(0))
+        .unwrap()
+        .join();
+    unreachable!("still alive after the stack overflow");
+}
+
+extern "C" fn fault_with_null_write() {
+    null_write();
+}
+
+extern "C" fn raise_segv() {
+    // SAFETY: sends SIGSEGV to this thread, on purpose.
+    unsafe { libc::raise(libc::SIGSEGV) };
+}
+
+/// A previous SIGSEGV handler (C, from the library the parent compiled) that
+/// siglongjmp()s out of a fault, real (`NullWrite`) or raised (`Abort` here stands for
+/// `raise(SIGSEGV)`): the logger must go on working afterwards.
+fn child_longjmp(path: &Path, how: Fatal) {
+    no_core_dumps();
+    let lib = std::ffi::CString::new(std::env::var(LIB_ENV).expect("library path")).unwrap();
+    // SAFETY: loads the test's own library, which has no initialisers.
+    let handle = unsafe { libc::dlopen(lib.as_ptr(), libc::RTLD_NOW) };
+    assert!(!handle.is_null(), "dlopen");
+    let symbol = |name: &std::ffi::CStr| {
+        // SAFETY: looks up a symbol in a live handle.
+        let address = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        assert!(!address.is_null(), "dlsym {name:?}");
+        address
+    };
+    // SAFETY: the C file defines these two functions with these signatures.
+    let (install, recover) = unsafe {
+        (
+            std::mem::transmute::<*mut libc::c_void, extern "C" fn() -> libc::c_int>(symbol(
+                c"install_segv_recovery",
+            )),
+            std::mem::transmute::<*mut libc::c_void, extern "C" fn(extern "C" fn()) -> libc::c_int>(
+                symbol(c"recover_from_segv"),
+            ),
+        )
+    };
+    assert_eq!(install(), 0, "install_segv_recovery");
+    let held = Arc::new(AtomicBool::new(true));
+    let guard = install_held(path, &held);
+    for i in 0..50 {
+        log::info!(target: "longjmp", "record {i}");
+    }
+    let fault: extern "C" fn() = match how {
+        Fatal::NullWrite => fault_with_null_write,
+        Fatal::Abort => raise_segv,
+    };
+    assert_eq!(recover(fault), 1, "the C handler jumped back");
+    held.store(false, std::sync::atomic::Ordering::Release);
+    for i in 50..100 {
+        log::info!(target: "longjmp", "record {i}");
+    }
+    guard
+        .flush_timeout(Duration::from_secs(5))
+        .expect("flush after the C handler jumped out");
+    // What the drain wrote (after a raise) is counted as the listener counts.
+    let stats = guard.stats();
+    assert_eq!((stats.enqueued, stats.written), (100, 100), "{stats:?}");
+    drop(guard);
 }
 
 /// Keeps lines in memory until `sync`, which appends them to the file: what reaches
@@ -243,18 +457,24 @@ fn spawn(scenario: &str, path: &Path, dir: &Path) -> Child {
 }
 
 fn spawn_with(scenario: &str, path: &Path, dir: &Path, pause_at: u64) -> Child {
+    command(scenario, path, dir)
+        .env("QUELOG_PAUSE_AT", pause_at.to_string())
+        .spawn()
+        .unwrap()
+}
+
+fn command(scenario: &str, path: &Path, dir: &Path) -> Command {
     let stderr = std::fs::File::create(dir.join(format!("{scenario}.stderr"))).unwrap();
-    Command::new(std::env::current_exe().unwrap())
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, scenario)
-        .env("QUELOG_PAUSE_AT", pause_at.to_string())
         .env(PATH_ENV, path)
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap()
+        .stderr(stderr);
+    command
 }
 
 /// Waits for the child at most `limit`, killing it if it takes longer.
@@ -599,6 +819,220 @@ fn process_exit_after_shutdown_or_flush_keeps_the_records() {
         } else {
             let want: Vec<String> = (0..50).map(|i| format!("record {i}")).collect();
             assert_eq!(records, want, "{scenario}");
+        }
+    }
+}
+
+/// The crash handler's own line: `(signal, records it says it wrote)`.
+fn notice(lines: &[String]) -> Vec<(i32, usize)> {
+    messages_with_target(lines, "quelog")
+        .iter()
+        .map(|m| {
+            let rest = m
+                .strip_prefix("fatal signal ")
+                .unwrap_or_else(|| panic!("{m}"));
+            let (signal, rest) = rest.split_once(' ').unwrap();
+            let (_, count) = rest
+                .split_once("): the crash handler wrote ")
+                .unwrap_or_else(|| panic!("{m}"));
+            let count = count
+                .strip_suffix(" records left in the queue")
+                .unwrap_or_else(|| panic!("{m}"));
+            (signal.parse().unwrap(), count.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_drain_ends_while_other_threads_keep_logging() {
+    let scenario = "drain-chase";
+    let dir = temp_dir(scenario);
+    let path = dir.join("app.log");
+    let started = Instant::now();
+    let mut child = spawn(scenario, &path, &dir);
+    let status = wait(&mut child, Duration::from_secs(10));
+    let took = started.elapsed();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGSEGV),
+        "{status:?}\n{}",
+        stderr_of(&dir, scenario)
+    );
+    let lines = read_lines(&path);
+    // The listener was held back: every line is the crash handler's, and its count
+    // says exactly how many records it wrote.
+    let records = messages_with_target(&lines, "chase");
+    let notices = notice(&lines);
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0], (libc::SIGSEGV, records.len()));
+    assert!(
+        lines.last().unwrap().contains("] quelog: fatal signal"),
+        "{:?}",
+        lines.last()
+    );
+    assert_eq!(lines.len(), records.len() + 1);
+    // Each thread's records in order, once each.
+    let mut last = [None::<u64>; 3];
+    for message in &records {
+        let rest = message.strip_prefix("chase t=").unwrap();
+        let (t, i) = rest.split_once(" i=").unwrap();
+        let (t, i): (usize, u64) = (t.parse().unwrap(), i.parse().unwrap());
+        assert!(
+            last[t].is_none_or(|l| l < i),
+            "t={t}: {i} after {:?}",
+            last[t]
+        );
+        last[t] = Some(i);
+    }
+    assert!(
+        records.len() > 1000,
+        "the ring was not full: {}",
+        records.len()
+    );
+    eprintln!(
+        "SIGSEGV with three threads logging: the drain wrote {} records, the child died \
+         {took:.1?} after its start",
+        records.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_fault_the_previous_handler_resolves_leaves_process_and_logger_alone() {
+    let (status, lines, dir) = run("resolved-fault");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status:?}\n{}",
+        stderr_of(&dir, "resolved-fault")
+    );
+    let records = messages_with_target(&lines, "resolved");
+    let want: Vec<String> = (0..200).map(|i| format!("record {i}")).collect();
+    assert_eq!(records, want);
+    assert!(
+        notice(&lines).is_empty(),
+        "the crash handler drained: {lines:?}"
+    );
+}
+
+#[test]
+fn a_stack_overflow_is_reported_by_rust_and_drained_by_the_abort() {
+    let (status, lines, dir) = run("stack-overflow");
+    let stderr = stderr_of(&dir, "stack-overflow");
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}\n{stderr}");
+    assert!(
+        stderr.contains("thread 'overflow'") && stderr.contains("has overflowed its stack"),
+        "{stderr}"
+    );
+    let records = messages_with_target(&lines, "crash");
+    let want: Vec<String> = (0..100)
+        .map(|i| format!("before the overflow {i}"))
+        .collect();
+    assert_eq!(records, want);
+    assert_eq!(notice(&lines), [(libc::SIGABRT, 100)]);
+}
+
+/// Compiles the C side of the longjmp test; `None` (skip) without a C compiler.
+fn segv_recovery_library() -> Option<PathBuf> {
+    const SOURCE: &str = r#"
+#include <setjmp.h>
+#include <signal.h>
+#include <string.h>
+
+static sigjmp_buf recovery_point;
+static volatile sig_atomic_t armed;
+
+static void on_segv(int signal, siginfo_t *info, void *context) {
+    (void)info;
+    (void)context;
+    if (armed) {
+        armed = 0;
+        siglongjmp(recovery_point, 1);
+    }
+    /* Not a fault we expected: let it be fatal. */
+    struct sigaction fatal;
+    memset(&fatal, 0, sizeof fatal);
+    fatal.sa_handler = SIG_DFL;
+    sigaction(signal, &fatal, 0);
+}
+
+int install_segv_recovery(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = on_segv;
+    action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    return sigaction(SIGSEGV, &action, 0);
+}
+
+/* Runs f; returns 1 if a SIGSEGV in it was recovered from with siglongjmp. */
+int recover_from_segv(void (*f)(void)) {
+    if (sigsetjmp(recovery_point, 1)) {
+        return 1;
+    }
+    armed = 1;
+    f();
+    armed = 0;
+    return 0;
+}
+"#;
+    let dir = temp_dir("segv-recovery");
+    let source = dir.join("segv_recovery.c");
+    let library = dir.join("libsegv_recovery.so");
+    std::fs::write(&source, SOURCE).unwrap();
+    let compiled = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status();
+    match compiled {
+        Ok(status) => {
+            assert!(status.success(), "cc failed: {status:?}");
+            Some(library)
+        }
+        Err(e) if std::env::var_os("CI").is_some() => panic!("no C compiler on CI: {e}"),
+        Err(_) => {
+            eprintln!("skipped: no C compiler");
+            None
+        }
+    }
+}
+
+#[test]
+fn a_previous_handler_that_longjmps_out_leaves_the_logger_working() {
+    let Some(library) = segv_recovery_library() else {
+        return;
+    };
+    for scenario in ["longjmp-fault", "longjmp-raise"] {
+        let dir = temp_dir(scenario);
+        let path = dir.join("app.log");
+        let mut child = command(scenario, &path, &dir)
+            .env(LIB_ENV, &library)
+            .spawn()
+            .unwrap();
+        let status = wait(&mut child, Duration::from_secs(30));
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{scenario}: {status:?}\n{}",
+            stderr_of(&dir, scenario)
+        );
+        let lines = read_lines(&path);
+        let records = messages_with_target(&lines, "longjmp");
+        let want: Vec<String> = (0..100).map(|i| format!("record {i}")).collect();
+        assert_eq!(records, want, "{scenario}");
+        let notices = notice(&lines);
+        if scenario == "longjmp-fault" {
+            // A real fault: the previous handler ran first and jumped out; nothing of
+            // the ring was touched.
+            assert!(notices.is_empty(), "{notices:?}");
+        } else {
+            // Raised: fatal as far as quelog can tell, drained first (the 50 records
+            // logged before, the listener being held), then the previous handler
+            // jumped out and the listener went on after the drain.
+            assert_eq!(notices, [(libc::SIGSEGV, 50)]);
+            let at = lines.iter().position(|l| l.contains("] quelog: ")).unwrap();
+            assert_eq!(at, 50, "{lines:?}");
         }
     }
 }

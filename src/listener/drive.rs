@@ -102,24 +102,22 @@ pub(super) struct Listener<'a> {
 impl Drop for Listener<'_> {
     fn drop(&mut self) {
         // The sinks close after this: the crash drain must not use their descriptor.
-        // Under the token, so a drain starting later sees -1; if a drain owns the ring
-        // already, let it finish with the descriptor first (bounded). If it still has
-        // not, the process is about to end anyway: never close the descriptors under
-        // it (a new file could get the same number and receive its lines).
-        if self.consumer.hold() {
-            self.shared.crash_fd.store(-1, Ordering::Relaxed);
-            self.consumer.release();
-            return;
-        }
+        // Withdrawn under the token, so a drain starting later sees -1. If a drain holds
+        // the ring, let it finish and give the ring back first (bounded). If it still
+        // has not, the process is about to end anyway: never close the descriptors
+        // under it (a new file could get the same number and receive its lines).
         let deadline = Instant::now() + crate::crash::LISTENER_WAIT;
-        let crashing = || self.shared.ring.crash_claimed() && !self.shared.ring.crash_finished();
-        while crashing() && Instant::now() < deadline {
+        let mut held = self.consumer.hold();
+        while !held && self.shared.ring.crash_claimed() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
-        }
-        if crashing() {
-            std::mem::forget(std::mem::take(&mut self.sinks));
+            held = self.consumer.hold();
         }
         self.shared.crash_fd.store(-1, Ordering::Relaxed);
+        if held {
+            self.consumer.release();
+        } else if self.shared.ring.crash_claimed() {
+            std::mem::forget(std::mem::take(&mut self.sinks));
+        }
     }
 }
 
@@ -152,7 +150,8 @@ impl Listener<'_> {
                     // A stop gave up on us and counted what is left: touch nothing.
                     return;
                 }
-                // A fatal-signal handler owns the ring: the process is about to end.
+                // A fatal-signal handler owns the ring: the process is about to end, or
+                // the handler gives the ring back and we resume where it stopped.
                 if stop_requested.is_some_and(|since| since.elapsed() >= self.config.stop_grace) {
                     return;
                 }
