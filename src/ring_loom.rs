@@ -339,6 +339,7 @@ fn close_racing_producers_loses_nothing() {
                 // A producer that claimed before the close is still writing.
                 Pop::Pending => thread::yield_now(),
                 Pop::Empty => break,
+                Pop::Damaged => panic!("no frame is corrupt here"),
             }
         }
         let mut accepted: Vec<Vec<u8>> = Vec::new();
@@ -459,4 +460,47 @@ fn two_crash_drains_take_turns() {
         assert!(!ring.crash_claimed());
         assert!(ring.take_consumer().expect("the consumer").hold());
     });
+}
+
+/// A stop gives up on a listener that is taking records: once the listener is no longer
+/// taking (it went off to write), the stop counts what is left in the ring. Every
+/// record is either taken by the listener or counted by the stop, exactly once, and
+/// the listener takes nothing after the stop forbade it.
+#[test]
+fn an_abandoning_stop_and_the_listener_never_both_take_a_record() {
+    model(
+        "an_abandoning_stop_and_the_listener_never_both_take_a_record",
+        || {
+            let ring = Arc::new(Ring::with_slots(MIN_SLOTS));
+            for fill in 1..=3u8 {
+                push(&ring, &[fill; 10]).unwrap();
+            }
+            ring.close();
+            let listener = {
+                let ring = Arc::clone(&ring);
+                thread::spawn(move || {
+                    let mut consumer = ring.take_consumer().expect("the consumer");
+                    let mut taken = 0u64;
+                    for _ in 0..2 {
+                        let mut out = Vec::new();
+                        if consumer.pop_into(&mut out) == Pop::Record {
+                            taken += 1;
+                        }
+                        // Off to write the batch: the ring is free meanwhile.
+                        consumer.begin_write();
+                        consumer.end_write();
+                    }
+                    taken
+                })
+            };
+            ring.abandon();
+            while ring.consumer_taking() {
+                thread::yield_now();
+            }
+            let (counted, interrupted) = ring.count_unread();
+            let taken = listener.join().unwrap();
+            assert_eq!(interrupted, 0);
+            assert_eq!(taken + counted, 3, "taken {taken}, counted {counted}");
+        },
+    );
 }

@@ -306,7 +306,12 @@ impl Drop for QueueListener {
 /// the number abandoned.
 fn abandon(shared: &Shared, waited: Duration) -> u64 {
     let counters = &shared.counters;
-    let ring_free = shared.ring.abandon(ABANDON_GRACE);
+    shared.ring.abandon();
+    let since = Instant::now();
+    while shared.ring.consumer_taking() && since.elapsed() < ABANDON_GRACE {
+        std::thread::yield_now();
+    }
+    let ring_free = !shared.ring.consumer_taking();
     // Whoever swaps first owns the batch the listener is writing: the listener (it
     // counts it written or lost) or this stop (abandoned); never both.
     let in_flight = shared.in_flight.swap(0, Ordering::AcqRel);

@@ -85,6 +85,12 @@
 
 use crate::sync::{AtomicBool, AtomicU64, CachePadded, Ordering, UnsafeCell};
 
+mod consumer;
+mod readers;
+
+pub(crate) use consumer::{Consumer, Pop};
+pub(crate) use readers::{CrashDrain, CrashNext, CrashRecord};
+
 /// Bytes of record data per slot: one cache line.
 pub(crate) const SLOT_BYTES: usize = 64;
 
@@ -357,55 +363,6 @@ impl Ring {
         })
     }
 
-    /// Fatal-signal side: claims the ring for a crash drain. Returns `false` if another
-    /// crash holds the claim. Async-signal-safe (one `fetch_or`).
-    pub(crate) fn crash_claim(&self) -> bool {
-        self.consuming.fetch_or(CRASH_CLAIMED, Ordering::AcqRel) & CRASH_CLAIMED == 0
-    }
-
-    /// Fatal-signal side: whether the listener still has records out of the ring
-    /// (taking them, or writing them to its sinks). After [`Ring::crash_claim`] it
-    /// cannot take the token again, so once this is `false` it stays `false` until
-    /// [`Ring::crash_release`].
-    pub(crate) fn consumer_active(&self) -> bool {
-        self.consuming.load(Ordering::Acquire) & (CONSUMER_ACTIVE | CONSUMER_WRITING) != 0
-    }
-
-    /// Stop side, when the listener did not finish in time: forbids it to take records
-    /// again, and waits at most `grace` for it to finish taking the batch it is taking
-    /// (a bounded, in-memory step). Returns whether the ring is now free to count with
-    /// [`Ring::count_unread`].
-    #[cfg(not(loom))]
-    pub(crate) fn abandon(&self, grace: std::time::Duration) -> bool {
-        self.consuming.fetch_or(ABANDONED, Ordering::AcqRel);
-        let start = std::time::Instant::now();
-        loop {
-            if self.consuming.load(Ordering::Acquire) & CONSUMER_ACTIVE == 0 {
-                return true;
-            }
-            if start.elapsed() >= grace {
-                return false;
-            }
-            std::thread::yield_now();
-        }
-    }
-
-    /// Published records, and runs of claimed-but-unpublished slots (each at least one
-    /// interrupted claim), between the last reader's position and `tail`; read only.
-    /// Call only after [`Ring::close`] and a successful [`Ring::abandon`]: nobody
-    /// claims, nobody consumes, and published bytes no longer change.
-    #[cfg(not(loom))]
-    pub(crate) fn count_unread(&self) -> (u64, u64) {
-        let mut records = 0;
-        let from = self.resume_at.load(Ordering::Acquire);
-        let pending = self.scan(from, self.tail(), |_, _, flags| {
-            if flags & FRAME_ABORTED == 0 {
-                records += 1;
-            }
-        });
-        (records, pending)
-    }
-
     /// Visits, in order, every published record whose first slot lies in `[from, to)`
     /// with its position, total length and frame flags, stepping over claimed but
     /// unpublished slots one at a time. Only the first slot of a published record has
@@ -435,42 +392,6 @@ impl Ring {
             }
         }
         pending_runs
-    }
-
-    /// Fatal-signal side: the records not yet taken by the listener, for the thread
-    /// whose [`Ring::crash_claim`] returned `true`. `None` while the listener holds the
-    /// token or if the ring was not claimed for a crash.
-    pub(crate) fn crash_drain(&self) -> Option<CrashDrain<'_>> {
-        // Acquire pairs with the consumer's release of the token: its last position and
-        // the slots it freed are visible.
-        let state = self.consuming.load(Ordering::Acquire);
-        if state & CRASH_CLAIMED == 0 || state & CONSUMER_ACTIVE != 0 {
-            return None;
-        }
-        let head = self.resume_at.load(Ordering::Relaxed);
-        Some(CrashDrain {
-            ring: self,
-            head,
-            // The end of the ring now: the drain stops there even if other threads keep
-            // logging (each record it frees makes room for one more). Claims are whole
-            // records, so `end` is a record boundary, and `head <= end` (`resume_at`
-            // never passes `tail`, which only grows).
-            end: self.tail(),
-        })
-    }
-
-    /// Fatal-signal side: gives the ring back after a drain (or after giving up on
-    /// one). `resume_at` stays where the drain stopped, so the listener, if the
-    /// process goes on, resumes after the records the drain wrote.
-    pub(crate) fn crash_release(&self) {
-        // Release: the listener's acquire in `Consumer::hold` sees `resume_at` and the
-        // slots the drain freed.
-        self.consuming.fetch_and(!CRASH_CLAIMED, Ordering::Release);
-    }
-
-    /// Whether a crash drain holds the claim now.
-    pub(crate) fn crash_claimed(&self) -> bool {
-        self.consuming.load(Ordering::Acquire) & CRASH_CLAIMED != 0
     }
 
     /// Calls `f` with the bytes `[from, to)` of the record whose first slot is at
@@ -621,292 +542,6 @@ enum Look {
     Pending,
     /// Published, with a frame no producer could have written.
     Corrupt,
-}
-
-/// What [`Consumer::pop_into`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pop {
-    /// A record was copied out and its slots freed.
-    Record,
-    /// Nothing claimed past the consumer.
-    Empty,
-    /// The next record is claimed but not yet published: its producer is between
-    /// claim and publish (perhaps interrupted by a signal). Try again later.
-    Pending,
-    /// A record with an impossible frame (memory corruption elsewhere) was skipped, up
-    /// to the next record start: count it lost.
-    Damaged,
-}
-
-/// The single consumer. Only one exists per ring at a time.
-pub(crate) struct Consumer<'a> {
-    ring: &'a Ring,
-    head: u64,
-    /// Holds the `consuming` token (see the module docs).
-    holding: bool,
-}
-
-impl Consumer<'_> {
-    /// Takes the `consuming` token, if it does not hold it already: `false` while a
-    /// crash drain holds the ring (see [`Ring::crash_release`]).
-    pub(crate) fn hold(&mut self) -> bool {
-        if !self.holding {
-            // Only from a state without a crash claim or an abandon; `CONSUMER_WRITING`
-            // may be set (the listener's own previous batch). Acquire pairs with the
-            // release of the token by the last reader (this consumer, or a crash drain
-            // that gave the ring back).
-            let state = self.ring.consuming.load(Ordering::Relaxed);
-            self.holding = state & (CRASH_CLAIMED | ABANDONED | CONSUMER_ACTIVE) == 0
-                && self
-                    .ring
-                    .consuming
-                    .compare_exchange(
-                        state,
-                        state | CONSUMER_ACTIVE,
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok();
-            if self.holding {
-                // A crash drain may have read on from where this consumer let go.
-                // Without one, this is the position `release` stored.
-                self.head = self.ring.resume_at.load(Ordering::Relaxed);
-            }
-        }
-        self.holding
-    }
-
-    /// Done taking records for now, about to write them to the sinks: trades
-    /// `CONSUMER_ACTIVE` for `CONSUMER_WRITING`, so a crash drain still waits for the
-    /// batch while a stop that gives up may count the ring. Setting the writing bit
-    /// first means there is no moment with neither.
-    pub(crate) fn begin_write(&mut self) {
-        if self.holding {
-            self.ring
-                .consuming
-                .fetch_or(CONSUMER_WRITING, Ordering::Relaxed);
-            self.release();
-        }
-    }
-
-    /// The records taken before [`Consumer::begin_write`] are written: the listener has
-    /// nothing out of the ring any more.
-    pub(crate) fn end_write(&mut self) {
-        // Release: a crash drain that sees the bit clear sees the sinks' writes as done.
-        self.ring
-            .consuming
-            .fetch_and(!CONSUMER_WRITING, Ordering::Release);
-    }
-
-    /// Whether a stop gave up on this consumer ([`Ring::abandon`]).
-    pub(crate) fn abandoned(&self) -> bool {
-        self.ring.consuming.load(Ordering::Acquire) & ABANDONED != 0
-    }
-
-    /// At a final stop, once the ring is closed and the records before a claim that
-    /// was never published have waited long enough: takes every published record
-    /// behind such claims, in position order, calling `take` with each payload, and
-    /// frees them. Returns the number of unpublished runs stepped over (each at least
-    /// one interrupted log call, whose record will never be read). Afterwards the
-    /// consumer is at the end of the ring.
-    pub(crate) fn take_behind_pending(
-        &mut self,
-        out: &mut Vec<u8>,
-        mut take: impl FnMut(&[u8]),
-    ) -> u64 {
-        if !self.hold() {
-            return 0;
-        }
-        let ring = self.ring;
-        let end = ring.tail();
-        let pending = ring.scan(self.head, end, |pos, len, flags| {
-            if flags & (FRAME_ABORTED | FRAME_CORRUPT) == 0 {
-                out.clear();
-                ring.read_record(pos, FRAME_BYTES, len, |bytes| out.extend_from_slice(bytes));
-                take(out);
-            }
-            // Out of order, which is harmless only because the ring is closed: nobody
-            // will claim these slots again.
-            ring.free_record(pos, len.div_ceil(SLOT_BYTES) as u64);
-        });
-        self.head = end;
-        pending
-    }
-
-    /// Gives the token back, publishing the position: call once everything taken out
-    /// since [`Consumer::hold`] is written. [`Consumer::pop_into`] takes it again.
-    pub(crate) fn release(&mut self) {
-        if self.holding {
-            self.holding = false;
-            self.ring.resume_at.store(self.head, Ordering::Relaxed);
-            // Release: a crash drain that sees the bit clear sees `resume_at` and every
-            // slot freed before it.
-            self.ring
-                .consuming
-                .fetch_and(!CONSUMER_ACTIVE, Ordering::Release);
-        }
-    }
-
-    /// Position of the next record to read.
-    pub(crate) fn position(&self) -> u64 {
-        self.head
-    }
-
-    /// Whether every claimed slot has been read.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ring.tail() == self.head
-    }
-
-    /// Copies the next published record's payload into `out` (cleared first) and frees
-    /// its slots. Skips aborted claims. Takes the `consuming` token first if it does not
-    /// hold it (see [`Consumer::hold`]); reports [`Pop::Pending`] if a crash drain owns
-    /// the ring.
-    pub(crate) fn pop_into(&mut self, out: &mut Vec<u8>) -> Pop {
-        if !self.hold() {
-            return Pop::Pending;
-        }
-        loop {
-            let pos = self.head;
-            let (len, flags) = match self.ring.look(pos) {
-                Look::Published { len, flags } => (len, flags),
-                Look::Empty => return Pop::Empty,
-                Look::Pending => return Pop::Pending,
-                Look::Corrupt => return self.skip_damaged(),
-            };
-            let slots = len.div_ceil(SLOT_BYTES) as u64;
-
-            out.clear();
-            out.reserve(len - FRAME_BYTES);
-            self.ring
-                .read_record(pos, FRAME_BYTES, len, |bytes| out.extend_from_slice(bytes));
-
-            self.ring.free_record(pos, slots);
-            self.head = pos + slots;
-
-            if flags & FRAME_ABORTED == 0 {
-                return Pop::Record;
-            }
-        }
-    }
-}
-
-impl Consumer<'_> {
-    /// The record at `head` has an impossible frame, so its length is unknown: move to
-    /// the next record start that is published (found by its stamp, see
-    /// [`Ring::scan`]), freeing the slots in between as the damaged record's. If no
-    /// record after it is published yet, wait ([`Pop::Pending`]) rather than guess.
-    fn skip_damaged(&mut self) -> Pop {
-        let ring = self.ring;
-        let pos = self.head;
-        let end = ring.tail();
-        let mut next = None;
-        let mut at = pos + 1;
-        while at < end {
-            if ring.seq(at).load(Ordering::Acquire) == at + 1 {
-                next = Some(at);
-                break;
-            }
-            at += 1;
-        }
-        let Some(next) = next else {
-            return Pop::Pending;
-        };
-        // The slots up to `next` were claimed for this lap (they lie before `tail`).
-        // Usually they are the damaged record's continuation; if one was another
-        // producer's unpublished claim, memory was corrupt anyway.
-        ring.free_record(pos, next - pos);
-        self.head = next;
-        Pop::Damaged
-    }
-}
-
-impl Drop for Consumer<'_> {
-    fn drop(&mut self) {
-        self.release();
-        self.ring.resume_at.store(self.head, Ordering::Relaxed);
-        self.ring.consumer_taken.store(false, Ordering::Release);
-    }
-}
-
-/// One published record found by a crash drain.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CrashRecord {
-    pos: u64,
-    /// Frame plus payload bytes.
-    len: usize,
-    aborted: bool,
-}
-
-impl CrashRecord {
-    /// Payload bytes.
-    pub(crate) fn payload_len(&self) -> usize {
-        self.len - FRAME_BYTES
-    }
-}
-
-/// What [`CrashDrain::next`] found.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum CrashNext {
-    /// A published record (maybe an aborted claim: skip it with `free`).
-    Record(CrashRecord),
-    /// Nothing claimed past the drain, or it reached the end of its snapshot.
-    Empty,
-    /// The next record is claimed but not published.
-    Pending,
-}
-
-/// The reader a fatal-signal handler uses instead of the listener's [`Consumer`]. No
-/// allocation, no lock: async-signal-safe.
-pub(crate) struct CrashDrain<'a> {
-    ring: &'a Ring,
-    head: u64,
-    /// `tail` when the drain started: it reads no further.
-    end: u64,
-}
-
-impl CrashDrain<'_> {
-    /// The record at the drain's position, if published. [`CrashNext::Empty`] at the
-    /// end of the ring as it was when the drain started.
-    pub(crate) fn next(&self) -> CrashNext {
-        let pos = self.head;
-        if pos >= self.end {
-            return CrashNext::Empty;
-        }
-        let (len, flags) = match self.ring.look(pos) {
-            Look::Published { len, flags } => (len, flags),
-            Look::Empty => return CrashNext::Empty,
-            // The handler cannot search safely for the next record start; a damaged
-            // frame ends the drain like a pending claim.
-            Look::Pending | Look::Corrupt => return CrashNext::Pending,
-        };
-        CrashNext::Record(CrashRecord {
-            pos,
-            len,
-            aborted: flags & FRAME_ABORTED != 0,
-        })
-    }
-
-    /// Whether `record` is an aborted claim, to skip.
-    pub(crate) fn is_aborted(record: &CrashRecord) -> bool {
-        record.aborted
-    }
-
-    /// Calls `f` with the payload bytes `[from, to)` of `record`, piece by piece.
-    pub(crate) fn read(&self, record: &CrashRecord, from: usize, to: usize, f: impl FnMut(&[u8])) {
-        let to = to.min(record.payload_len());
-        if from < to {
-            self.ring
-                .read_record(record.pos, FRAME_BYTES + from, FRAME_BYTES + to, f);
-        }
-    }
-
-    /// Marks `record` as written: frees its slots and moves past it.
-    pub(crate) fn free(&mut self, record: &CrashRecord) {
-        let slots = record.len.div_ceil(SLOT_BYTES) as u64;
-        self.ring.free_record(record.pos, slots);
-        self.head = record.pos + slots;
-        self.ring.resume_at.store(self.head, Ordering::Relaxed);
-    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -1415,7 +1050,8 @@ mod tests {
             ring.consumer_active(),
             "a crash drain still waits for the batch"
         );
-        assert!(ring.abandon(std::time::Duration::from_millis(10)));
+        ring.abandon();
+        assert!(!ring.consumer_taking());
         assert_eq!(ring.count_unread(), (2, 1));
         // If the listener ever returns, it takes nothing more.
         consumer.end_write();
@@ -1430,8 +1066,16 @@ mod tests {
         let mut consumer = ring.take_consumer().unwrap();
         push(&ring, b"x").unwrap();
         assert!(consumer.hold());
-        assert!(!ring.abandon(std::time::Duration::from_millis(5)));
+        ring.abandon();
+        assert!(
+            ring.consumer_taking(),
+            "still taking its batch: not yet countable"
+        );
         consumer.release();
-        assert!(ring.abandon(std::time::Duration::from_millis(5)));
+        assert!(!ring.consumer_taking());
+        assert!(
+            !consumer.hold(),
+            "an abandoned ring is never consumed again"
+        );
     }
 }
