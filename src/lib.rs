@@ -29,8 +29,9 @@
 //!   ([`Stats::dropped`]), and the listener writes a line saying so into the log;
 //! * **async-signal-safe**: the only system calls are `clock_gettime`, `gettid` (once
 //!   per thread), `write(2)` to an eventfd when the listener sleeps, after the
-//!   listener stopped `writev(2)` to standard error and, in a forked child (see
-//!   "fork" below), `write(2)` of the line to the log file;
+//!   listener stopped `poll(2)` and `writev(2)` to standard error (only when it can
+//!   take the line without blocking) and, in a forked child (see "fork" below),
+//!   `write(2)` of the line to the log file;
 //! * **panic-free**: nothing in quelog's code on this path can panic; a `Display`
 //!   that panics is caught and the record is marked.
 //!

@@ -8,7 +8,8 @@
 //!    thread-local, no panic;
 //! 2. bounded steps: a record that cannot be placed is dropped and counted;
 //! 3. only async-signal-safe system calls (`clock_gettime`, `gettid` once per thread,
-//!    `write(2)` to wake a sleeping listener or, after a stop, to standard error; in a
+//!    `write(2)` to wake a sleeping listener or, after a stop, `poll(2)` and `writev(2)`
+//!    to standard error; in a
 //!    forked child, `write(2)` of the line to the log file, see [`crate::fork`]).
 
 pub(crate) mod message;
