@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::common::lines;
+
 use support::common::message;
 
 use std::collections::HashMap;
@@ -34,14 +36,6 @@ fn log(handler: &QueueHandler, level: Level, args: std::fmt::Arguments<'_>) {
             .args(args)
             .build(),
     );
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Checks the shape of every line: RFC 3339 timestamp, level, thread, target.

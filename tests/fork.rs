@@ -11,10 +11,12 @@
 
 mod support;
 
+use support::common::lines;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -172,14 +174,6 @@ fn expect_clean_exit(pid: libc::pid_t, what: &str) {
 
 fn log_path(name: &str) -> PathBuf {
     support::common::temp_log("fork", name)
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The lines that end with `message`.

@@ -11,6 +11,8 @@
 
 mod support;
 
+use support::common::lines;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -65,14 +67,6 @@ fn install(name: &str, builder: quelog::Builder) -> (quelog::Guard, PathBuf) {
         .install()
         .expect("install quelog");
     (guard, path)
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The line that ends with `message`, or a panic that shows the file.

@@ -28,3 +28,12 @@ pub fn message(line: &str) -> &str {
     let after_thread = line.split_once("] ").expect("thread field").1;
     after_thread.split_once(": ").expect("target field").1
 }
+
+/// The lines of the file at `path` (none if it does not exist).
+pub fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
