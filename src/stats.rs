@@ -238,6 +238,8 @@ pub(crate) struct Counters {
     pub(crate) sync_errors: AtomicU64,
     pub(crate) sync_rewrites: AtomicU64,
     pub(crate) sink_panics: AtomicU64,
+    /// Span bookkeeping entries (new, record, close) that found no room in the ring.
+    pub(crate) span_entries_lost: AtomicU64,
 }
 
 impl Counters {

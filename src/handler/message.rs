@@ -235,6 +235,55 @@ impl<'p> MessageBuf<'p> {
     }
 }
 
+/// The typed fields are encoded into a `MessageBuf` too (inline, then scratch), whole
+/// entries only: [`crate::record::fields::Encoder`] rolls back one that does not fit.
+impl crate::record::fields::FieldSink for MessageBuf<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn try_append(&mut self, bytes: &[u8]) -> bool {
+        if self.capacity() - self.len < bytes.len() {
+            self.grow();
+        }
+        if self.capacity() - self.len < bytes.len() {
+            return false;
+        }
+        self.append(bytes);
+        true
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+        // An entry that did not fit was rolled back: the next one may still fit.
+        self.truncated = false;
+    }
+
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        if at + bytes.len() > self.len {
+            return;
+        }
+        match &mut self.scratch {
+            Some(scratch) => {
+                if let Some(dst) = scratch.bytes.get_mut(at..at + bytes.len()) {
+                    dst.copy_from_slice(bytes);
+                }
+            }
+            None => {
+                if let Some(dst) = self.inline.get_mut(at..at + bytes.len()) {
+                    for (d, b) in dst.iter_mut().zip(bytes) {
+                        *d = MaybeUninit::new(*b);
+                    }
+                }
+            }
+        }
+    }
+
+    fn format(&mut self, args: fmt::Arguments<'_>) -> bool {
+        MessageBuf::format(self, &args) && !self.truncated
+    }
+}
+
 impl fmt::Write for MessageBuf<'_> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         // Fast path, nearly every call: no scratch buffer yet and the piece fits inline.

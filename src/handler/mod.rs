@@ -12,21 +12,19 @@
 //!    to standard error; in a
 //!    forked child, `write(2)` of the line to the log file, see [`crate::fork`]).
 
+mod capture;
 pub(crate) mod message;
+pub(crate) mod span_stack;
 
 use std::cell::Cell;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use log::{LevelFilter, Metadata, Record};
 
 use crate::error::Error;
-use crate::queue::{Overflow, QueueConfig, Shared};
-use crate::record::{self, Header, HEADER_LEN};
-use crate::ring::ClaimError;
-use crate::stats::{Counters, Stats};
-use message::MessageBuf;
+use crate::queue::{QueueConfig, Shared};
+use crate::record;
+use crate::stats::Stats;
 
 /// Longest target, module path or file name stored; longer ones are cut.
 const MAX_NAME_BYTES: usize = 512;
@@ -234,124 +232,25 @@ impl QueueHandler {
         );
     }
 
-    /// Queues one record: the whole producer path.
+    /// Queues one `log` record: the whole producer path (see [`capture`]).
     fn enqueue(&self, record: &Record<'_>) {
-        let shared = &*self.shared;
-        let entered = Entered::new();
-        let caller = &entered.0;
-        let timestamp_nanos = now_nanos();
-
-        // Names first, so the message gets whatever room is left.
-        let budget = shared.ring.max_payload() - HEADER_LEN;
-        let mut target = clip(record.target(), MAX_NAME_BYTES);
-        let module = record.module_path().unwrap_or_default();
-        let module_is_target = module == record.target();
-        let mut module = if module_is_target {
-            ""
-        } else {
-            clip(module, MAX_NAME_BYTES)
+        let what = capture::Capture {
+            level: record.level(),
+            kind: record::Kind::Event,
+            target: record.target(),
+            module: record.module_path(),
+            file: record.file(),
+            line: record.line(),
         };
-        let mut file = clip(record.file().unwrap_or_default(), MAX_NAME_BYTES);
-        if target.len() + module.len() + file.len() + 64 > budget {
-            // A tiny ring: keep the target and as much message as fits.
-            module = "";
-            file = "";
-            target = clip(target, budget / 2);
-        }
-        let limit = shared
-            .max_message
-            .min(budget - target.len() - module.len() - file.len());
-
-        let mut message = MessageBuf::new(&shared.scratch, limit);
-        let formatted = message.format(record.args());
-
-        let mut flags = 0;
-        if message.truncated() {
-            flags |= record::FLAG_TRUNCATED;
-        }
-        if module_is_target {
-            flags |= record::FLAG_MODULE_IS_TARGET;
-        }
-        if caller.nested {
-            flags |= record::FLAG_NESTED;
-        }
-        if !formatted {
-            flags |= record::FLAG_FORMAT_ERROR;
-        }
-        let bytes = message.as_bytes();
-        let header = Header {
-            timestamp_nanos,
-            thread_id: caller.thread_id,
-            line: record.line().unwrap_or(0),
-            message_len: bytes.len() as u32,
-            message_full_len: message.produced(),
-            target_len: target.len() as u16,
-            module_len: module.len() as u16,
-            file_len: file.len() as u16,
-            level: record::level_to_u8(record.level()),
-            flags,
-        };
-        let len = header.record_len();
-
-        let may_wait = !caller.nested && !caller.is_listener;
-        // Warnings and errors may use the whole ring; the rest leave the reserve free.
-        let reserve = if record.level() <= log::Level::Warn {
-            0
-        } else {
-            shared.reserve_slots
-        };
-        // `None` until the first failed claim; then `Some(None)` for no limit.
-        let mut deadline: Option<Option<Instant>> = None;
-        loop {
-            match shared.ring.try_claim_leaving(len, reserve) {
-                Ok(mut claim) => {
-                    claim.write(&header.encode());
-                    claim.write(target.as_bytes());
-                    claim.write(module.as_bytes());
-                    claim.write(file.as_bytes());
-                    claim.write(bytes);
-                    claim.publish();
-                    shared.waker.wake_if_sleeping();
-                    if message.truncated() {
-                        Counters::add(&shared.counters.truncated, 1);
-                    }
-                    return;
+        self.push(
+            &what,
+            |message| message.format(record.args()),
+            |fields| {
+                if let Some(span) = span_stack::current() {
+                    fields.span_context(span);
                 }
-                Err(reason) => {
-                    // Waiting makes sense only while a listener is draining: before one
-                    // starts (this thread may be the one to start it), after it died or
-                    // stopped, nobody will make room.
-                    let blocking = match shared.overflow {
-                        Overflow::Block { timeout } => may_wait.then_some(timeout),
-                        Overflow::Drop => None,
-                    };
-                    if let Some(timeout) = blocking {
-                        let now = Instant::now();
-                        // `Duration::MAX` (or anything past the clock's range): no limit.
-                        let until = *deadline.get_or_insert_with(|| now.checked_add(timeout));
-                        let in_time = until.is_none_or(|until| now < until);
-                        let draining = shared.listener_running.load(Ordering::Acquire);
-                        if in_time && draining && reason != ClaimError::Closed {
-                            shared.waker.wake_if_sleeping();
-                            std::thread::sleep(Duration::from_micros(20));
-                            continue;
-                        }
-                    }
-                    let counter = match reason {
-                        ClaimError::Closed => {
-                            write_after_stop(record.level(), target, message.as_bytes());
-                            &shared.counters.dropped_after_stop
-                        }
-                        ClaimError::Contended => &shared.counters.dropped_contended,
-                        // The message limit keeps records within the ring, so TooLarge
-                        // cannot happen; if it did, the ring had no room for it.
-                        ClaimError::Full | ClaimError::TooLarge => &shared.counters.dropped_full,
-                    };
-                    Counters::add(counter, 1);
-                    return;
-                }
-            }
-        }
+            },
+        );
     }
 }
 
@@ -400,7 +299,9 @@ impl log::Log for QueueHandler {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::queue::Overflow;
     use crate::ring::Pop;
+    use std::time::{Duration, Instant};
     use log::Log;
 
     fn handler(capacity: usize) -> QueueHandler {

@@ -129,6 +129,9 @@ mod tests {
             message_full_len: message.len() as u32,
             nested: false,
             format_error: false,
+            kind: crate::record::Kind::Event,
+            fields: &[],
+            fields_cut: false,
         }
     }
 

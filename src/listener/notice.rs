@@ -19,6 +19,9 @@ pub(super) fn push_notice(layout: &mut Layout, level: log::Level, text: &str, ou
         message_full_len: text.len() as u32,
         nested: false,
         format_error: false,
+        kind: crate::record::Kind::Event,
+        fields: &[],
+        fields_cut: false,
     };
     layout.write(&view, Some("quelog"), out);
 }

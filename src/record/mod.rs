@@ -18,6 +18,8 @@
 //!     31     1  flags
 //! ```
 
+pub(crate) mod fields;
+
 /// Bytes of the fixed header.
 pub(crate) const HEADER_LEN: usize = 32;
 
@@ -30,6 +32,50 @@ pub(crate) const FLAG_MODULE_IS_TARGET: u8 = 2;
 pub(crate) const FLAG_NESTED: u8 = 4;
 /// Flag: formatting the message failed (a `Display` impl returned an error or panicked).
 pub(crate) const FLAG_FORMAT_ERROR: u8 = 8;
+/// Flag: typed fields ([`fields`]) follow the message, up to the end of the record.
+pub(crate) const FLAG_FIELDS: u8 = 16;
+/// The two bits of the flags that say what kind of record this is ([`Kind`]).
+const KIND_SHIFT: u8 = 5;
+const KIND_MASK: u8 = 0b11 << KIND_SHIFT;
+/// Flag: some fields did not fit and were left out.
+pub(crate) const FLAG_FIELDS_CUT: u8 = 128;
+
+/// What a record is. Events (and `log` records) are written to the sinks; the span
+/// kinds are the tracing subscriber's bookkeeping, which the listener keeps to print
+/// an event's span chain, and are never written themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A log record or a tracing event.
+    Event,
+    /// A new span: its name is the message; its fields and parent are the fields.
+    SpanNew,
+    /// More fields for a span (`Span::record`, `follows_from`).
+    SpanRecord,
+    /// The last handle to a span was dropped.
+    SpanClose,
+}
+
+impl Kind {
+    /// The flag bits for this kind.
+    pub(crate) fn flags(self) -> u8 {
+        let bits = match self {
+            Kind::Event => 0,
+            Kind::SpanNew => 1,
+            Kind::SpanRecord => 2,
+            Kind::SpanClose => 3,
+        };
+        bits << KIND_SHIFT
+    }
+
+    pub(crate) fn from_flags(flags: u8) -> Kind {
+        match (flags & KIND_MASK) >> KIND_SHIFT {
+            0 => Kind::Event,
+            1 => Kind::SpanNew,
+            2 => Kind::SpanRecord,
+            _ => Kind::SpanClose,
+        }
+    }
+}
 
 /// The fixed part of a record, as captured on the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +173,12 @@ pub(crate) struct RecordView<'a> {
     /// Formatting the message failed part way (a `Display` returned an error or
     /// panicked); `message` holds what was produced before.
     pub(crate) format_error: bool,
+    /// What the record is.
+    pub(crate) kind: Kind,
+    /// The encoded typed fields ([`fields::entries`] reads them); empty if none.
+    pub(crate) fields: &'a [u8],
+    /// Some fields did not fit and were left out.
+    pub(crate) fields_cut: bool,
 }
 
 impl RecordView<'_> {
@@ -168,12 +220,15 @@ pub(crate) fn level_label(level: u8) -> &'static [u8; 5] {
 pub(crate) fn decode(bytes: &[u8]) -> Option<RecordView<'_>> {
     let (header, rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
     let header = Header::decode(header);
-    if header.record_len() != bytes.len() {
+    let has_fields = header.flags & FLAG_FIELDS != 0;
+    if header.record_len() > bytes.len() || (!has_fields && header.record_len() != bytes.len())
+    {
         return None;
     }
     let (target, rest) = rest.split_at_checked(header.target_len as usize)?;
     let (module, rest) = rest.split_at_checked(header.module_len as usize)?;
-    let (file, message) = rest.split_at_checked(header.file_len as usize)?;
+    let (file, rest) = rest.split_at_checked(header.file_len as usize)?;
+    let (message, fields) = rest.split_at_checked(header.message_len as usize)?;
     let target = std::str::from_utf8(target).ok()?;
     let module_path = if header.flags & FLAG_MODULE_IS_TARGET != 0 {
         Some(target)
@@ -199,6 +254,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<RecordView<'_>> {
         message_full_len: header.message_full_len.max(header.message_len),
         nested: header.flags & FLAG_NESTED != 0,
         format_error: header.flags & FLAG_FORMAT_ERROR != 0,
+        kind: Kind::from_flags(header.flags),
+        fields,
+        fields_cut: header.flags & FLAG_FIELDS_CUT != 0,
     })
 }
 
