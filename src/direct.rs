@@ -255,6 +255,69 @@ pub(crate) fn push_line_end<const N: usize>(
     out.push(b"\n");
 }
 
+/// Appends the typed fields in `fields` ([`crate::record::fields`]) as text,
+/// `name=value` each preceded by a space: strings quoted (with `"` and `\\`
+/// escaped), `Debug` and `Display` values as they are, numbers and bools plainly; span
+/// bookkeeping entries are skipped. Control characters are escaped as everywhere.
+/// Allocation-free (floats go through `core::fmt`, which does not allocate), so the
+/// forked child's direct lines use it too.
+pub(crate) fn push_fields<O: Out + ?Sized>(out: &mut O, fields: &[u8]) {
+    use crate::record::fields::{entries, Entry, Value};
+    for entry in entries(fields) {
+        let Entry::Field { name, value } = entry else {
+            continue;
+        };
+        out.put(b" ");
+        push_escaped(out, name);
+        out.put(b"=");
+        push_value(out, value);
+    }
+}
+
+/// One value, as [`push_fields`] prints it.
+pub(crate) fn push_value<O: Out + ?Sized>(out: &mut O, value: crate::record::fields::Value<'_>) {
+    use crate::record::fields::Value;
+    match value {
+        Value::I64(n) => {
+            if n < 0 {
+                out.put(b"-");
+            }
+            push_decimal(out, n.unsigned_abs(), 1);
+        }
+        Value::U64(n) => push_decimal(out, n, 1),
+        Value::I128(n) => push_formatted(out, format_args!("{n}")),
+        Value::U128(n) => push_formatted(out, format_args!("{n}")),
+        Value::F64(n) => push_formatted(out, format_args!("{n}")),
+        Value::Bool(b) => out.put(if b { b"true" } else { b"false" }),
+        Value::Str(text) => {
+            out.put(b"\"");
+            let mut clean_from = 0;
+            for (at, &byte) in text.iter().enumerate() {
+                if byte == b'"' || byte == b'\\' {
+                    push_escaped(out, text.get(clean_from..at).unwrap_or_default());
+                    out.put(&[b'\\', byte]);
+                    clean_from = at + 1;
+                }
+            }
+            push_escaped(out, text.get(clean_from..).unwrap_or_default());
+            out.put(b"\"");
+        }
+        Value::Debug(text) | Value::Display(text) => push_escaped(out, text),
+    }
+}
+
+/// `args` through `core::fmt` into `out`, escaped. No allocation.
+fn push_formatted<O: Out + ?Sized>(out: &mut O, args: std::fmt::Arguments<'_>) {
+    struct Escaping<'o, O: Out + ?Sized>(&'o mut O);
+    impl<O: Out + ?Sized> std::fmt::Write for Escaping<'_, O> {
+        fn write_str(&mut self, text: &str) -> std::fmt::Result {
+            push_escaped(self.0, text.as_bytes());
+            Ok(())
+        }
+    }
+    let _ = std::fmt::write(&mut Escaping(out), args);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,6 +174,52 @@ pub(crate) fn write_record(
     thread_id: u32,
     timestamp_nanos: u64,
 ) {
+    write_line(shared, record.level(), target, thread_id, timestamp_nanos, |out| {
+        let mut message = Message {
+            out,
+            room: shared.max_message,
+            kept: 0,
+            cut: false,
+        };
+        let formatted = message.format(record.args());
+        let (kept, cut) = (message.kept, message.cut);
+        (formatted, cut.then_some(kept as u64))
+    });
+}
+
+/// [`write_record`] for a record the producer path already formatted (a tracing
+/// event): its message as stored, and its typed fields printed as the text layout
+/// prints them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_formatted(
+    shared: &Shared,
+    level: log::Level,
+    target: &str,
+    thread_id: u32,
+    timestamp_nanos: u64,
+    message: &[u8],
+    cut_at: Option<u64>,
+    formatted: bool,
+    fields: &[u8],
+) {
+    write_line(shared, level, target, thread_id, timestamp_nanos, |out| {
+        out.push_escaped(message);
+        crate::direct::push_fields(out, fields);
+        (formatted, cut_at)
+    });
+}
+
+/// The line around what `body` writes (the message and what follows it; it returns
+/// whether formatting succeeded and where the message was cut), its level check, its
+/// `write(2)` and its counters.
+fn write_line(
+    shared: &Shared,
+    record_level: log::Level,
+    target: &str,
+    thread_id: u32,
+    timestamp_nanos: u64,
+    body: impl FnOnce(&mut StackWriter<LINE_BYTES>) -> (bool, Option<u64>),
+) {
     let counters = &shared.counters;
     let file = shared.crash_fd.load(Relaxed);
     let (fd, level) = if file >= 0 {
@@ -182,27 +228,20 @@ pub(crate) fn write_record(
         (libc::STDERR_FILENO, shared.level as usize)
     };
     Counters::add(&counters.enqueued, 1);
-    if record.level() as usize > level {
+    if record_level as usize > level {
         Counters::add(&counters.filtered, 1);
         return;
     }
     let mut out: StackWriter<LINE_BYTES> = StackWriter::new(fd);
-    let level = crate::record::level_to_u8(record.level());
+    let level = crate::record::level_to_u8(record_level);
     push_line_start(&mut out, timestamp_nanos, level, thread_id);
     out.push_escaped(target.as_bytes());
     out.push(b": ");
-    let mut message = Message {
-        out: &mut out,
-        room: shared.max_message,
-        kept: 0,
-        cut: false,
-    };
-    let formatted = message.format(record.args());
-    let (kept, cut) = (message.kept, message.cut);
-    if cut {
+    let (formatted, cut_at) = body(&mut out);
+    if cut_at.is_some() {
         Counters::add(&counters.truncated, 1);
     }
-    push_line_end(&mut out, !formatted, cut.then_some(kept as u64));
+    push_line_end(&mut out, !formatted, cut_at);
     out.flush();
     Counters::add(&counters.bytes, out.written());
     match out.failure() {

@@ -15,7 +15,7 @@ pub fn decode_and_format(data: &[u8]) {
         return;
     };
     let mut out = Vec::new();
-    TextFormatter::new(false).write(&view, Some("name\nwith newline"), &mut out);
+    TextFormatter::new(false).write(&view, Some("name\nwith newline"), None, &mut out);
     assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "{out:?}");
     assert_eq!(out.last(), Some(&b'\n'));
     assert!(std::str::from_utf8(&out).is_ok());

@@ -12,7 +12,7 @@ use super::{LISTENER_WAIT, PENDING_WAIT};
 use crate::direct::{push_decimal, push_line_end, push_line_start, timestamp, StackWriter};
 use crate::handler::{clock_nanos, on_listener_thread};
 use crate::queue::Shared;
-use crate::record::{Header, HEADER_LEN};
+use crate::record::{Header, Kind, HEADER_LEN};
 use crate::ring::{CrashDrain, CrashNext, CrashRecord};
 use crate::stats::Counters;
 
@@ -226,6 +226,12 @@ fn write_record(
     }
     let header = Header::decode(&header);
     if usize::from(header.level) > level || header.level == 0 {
+        return false;
+    }
+    if Kind::from_flags(header.flags) != Kind::Event {
+        // A tracing span's bookkeeping, not a line. (An event's typed fields are not
+        // printed here either: the drain reads the ring piece by piece and has no room
+        // to decode them; its message is.)
         return false;
     }
     push_line_start(out, header.timestamp_nanos, header.level, header.thread_id);

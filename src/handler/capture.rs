@@ -103,6 +103,25 @@ impl QueueHandler {
         };
         let len = header.record_len() + field_bytes.len();
         let is_event = what.kind == Kind::Event;
+        if crate::fork::forked(shared) && !shared.ring.is_closed() {
+            // A forked child: no listener to read the ring (see `crate::fork`). Events
+            // are written straight to the file; span bookkeeping has nobody to serve.
+            if is_event {
+                let cut = text.truncated().then_some(bytes.len() as u64);
+                crate::fork::write_formatted(
+                    shared,
+                    what.level,
+                    target,
+                    caller.thread_id,
+                    timestamp_nanos,
+                    bytes,
+                    cut,
+                    formatted,
+                    field_bytes,
+                );
+            }
+            return;
+        }
 
         let may_wait = !caller.nested && !caller.is_listener;
         // Warnings and errors may use the whole ring; the rest leave the reserve free.

@@ -4,9 +4,11 @@
 //! The listener formats a record once per distinct layout that some sink accepting
 //! it uses, not once per sink: sinks sharing a layout share the line.
 
+mod spans;
 mod text;
 mod threads;
 
+pub(crate) use spans::Spans;
 pub(crate) use text::TextFormatter;
 pub(crate) use threads::ThreadNames;
 
@@ -32,15 +34,17 @@ impl Layout {
         }
     }
 
-    /// Appends one whole line for `record` to `out`.
+    /// Appends one whole line for `record` to `out`; `spans` resolves the span chain
+    /// of an event logged inside spans.
     pub(crate) fn write(
         &mut self,
         record: &RecordView<'_>,
         thread_name: Option<&str>,
+        spans: Option<&mut Spans>,
         out: &mut Vec<u8>,
     ) {
         match self {
-            Layout::Text(text) => text.write(record, thread_name, out),
+            Layout::Text(text) => text.write(record, thread_name, spans, out),
         }
     }
 }

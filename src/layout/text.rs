@@ -17,6 +17,7 @@
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 
 use crate::direct::{self, push_decimal};
+use super::Spans;
 use crate::record::{self, RecordView};
 
 /// Formats records as text, caching the date and time part of the timestamp per
@@ -68,11 +69,14 @@ impl TextFormatter {
         out.extend_from_slice(self.cached_offset.as_bytes());
     }
 
-    /// Appends one whole line for `record` to `out`.
+    /// Appends one whole line for `record` to `out`: like tracing-subscriber's fmt,
+    /// the span chain (`outer{a=1}:inner{b="two"}: `) comes before the target, and the
+    /// typed fields (`answer=42`) after the message.
     pub(crate) fn write(
         &mut self,
         record: &RecordView<'_>,
         thread_name: Option<&str>,
+        spans: Option<&mut Spans>,
         out: &mut Vec<u8>,
     ) {
         self.timestamp(record.timestamp_nanos, out);
@@ -85,9 +89,25 @@ impl TextFormatter {
         }
         push_decimal(out, u64::from(record.thread_id), 1);
         out.extend_from_slice(b"] ");
+        if let (Some(spans), Some(id)) = (spans, Spans::context_of(record)) {
+            push_span_chain(spans, id, out);
+        }
         push_escaped(out, record.target.as_bytes());
         out.extend_from_slice(b": ");
         push_escaped(out, record.message);
+        if !record.fields.is_empty() {
+            if record.message.is_empty() {
+                // No message: the fields follow the target without a double space.
+                let mut fields = Vec::new();
+                direct::push_fields(&mut fields, record.fields);
+                out.extend_from_slice(fields.strip_prefix(b" ").unwrap_or(&fields));
+            } else {
+                direct::push_fields(out, record.fields);
+            }
+        }
+        if record.fields_cut {
+            out.extend_from_slice(b" [quelog: fields cut]");
+        }
         if record.format_error {
             out.extend_from_slice(b" [quelog: formatting failed here]");
         }
@@ -97,6 +117,34 @@ impl TextFormatter {
             out.extend_from_slice(b" bytes]");
         }
         out.push(b'\n');
+    }
+}
+
+/// `outer{a=1}:inner{b="two"}: `, outermost first; `?` for a span whose bookkeeping was
+/// lost.
+fn push_span_chain(spans: &mut Spans, id: u64, out: &mut Vec<u8>) {
+    let mut any = false;
+    spans.chain(id, |span| {
+        if any {
+            out.push(b':');
+        }
+        any = true;
+        match span {
+            Some(span) => {
+                push_escaped(out, span.name.as_bytes());
+                let mut fields = Vec::new();
+                direct::push_fields(&mut fields, &span.fields);
+                if !fields.is_empty() {
+                    out.push(b'{');
+                    out.extend_from_slice(fields.strip_prefix(b" ").unwrap_or(&fields));
+                    out.push(b'}');
+                }
+            }
+            None => out.push(b'?'),
+        }
+    });
+    if any {
+        out.extend_from_slice(b": ");
     }
 }
 
@@ -137,7 +185,7 @@ mod tests {
 
     fn line(record: &RecordView<'_>, thread: Option<&str>) -> String {
         let mut out = Vec::new();
-        TextFormatter::new(false).write(record, thread, &mut out);
+        TextFormatter::new(false).write(record, thread, None, &mut out);
         String::from_utf8(out).unwrap()
     }
 
@@ -185,9 +233,9 @@ mod tests {
         let mut out = Vec::new();
         let mut record = view(b"m");
         record.timestamp_nanos = 1_700_000_000_000_007_000;
-        formatter.write(&record, None, &mut out);
+        formatter.write(&record, None, None, &mut out);
         record.timestamp_nanos = 1_700_000_001_000_000_000;
-        formatter.write(&record, None, &mut out);
+        formatter.write(&record, None, None, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("2023-11-14T22:13:20.000007Z"));
         assert!(text.contains("\n2023-11-14T22:13:21.000000Z"));
@@ -196,7 +244,7 @@ mod tests {
     #[test]
     fn local_time_carries_an_offset() {
         let mut out = Vec::new();
-        TextFormatter::new(true).write(&view(b"m"), None, &mut out);
+        TextFormatter::new(true).write(&view(b"m"), None, None, &mut out);
         let text = String::from_utf8(out).unwrap();
         let stamp = text.split(' ').next().unwrap();
         assert!(DateTime::parse_from_rfc3339(stamp).is_ok(), "{stamp}");

@@ -10,7 +10,7 @@ use super::outputs::SinkSlot;
 use super::ListenerConfig;
 use crate::error::Error;
 use crate::handler::mark_listener_thread;
-use crate::layout::{Layout, ThreadNames};
+use crate::layout::{Layout, Spans, ThreadNames};
 use crate::queue::{Control, Shared};
 use crate::record;
 use crate::ring::{Consumer, Pop};
@@ -49,6 +49,7 @@ pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerCon
         layouts: specs.into_iter().map(Layout::new).collect(),
         sink_layout,
         thread_names: ThreadNames::default(),
+        spans: Spans::default(),
         record: Vec::new(),
         drops_at_batch: Dropped::default(),
         pending_flushes: Vec::new(),
@@ -85,6 +86,8 @@ pub(super) struct Listener<'a> {
     /// For each sink, the index of its layout.
     sink_layout: Vec<usize>,
     thread_names: ThreadNames,
+    /// The tracing spans alive, rebuilt from their bookkeeping records.
+    spans: Spans,
     /// The record being decoded (reused).
     record: Vec<u8>,
     /// The drop counters when the current batch started: what its notices tell.
@@ -213,11 +216,13 @@ impl Listener<'_> {
                 .take_behind_pending(&mut record, |payload| taken.push(payload.to_vec()));
             self.record = record;
             let counters = &self.shared.counters;
-            Counters::add(&counters.enqueued, taken.len() as u64 + interrupted);
+            Counters::add(&counters.enqueued, interrupted);
             Counters::add(&counters.abandoned, interrupted);
             for payload in taken {
                 self.record = payload;
-                self.route_record();
+                if self.route_record() {
+                    Counters::add(&self.shared.counters.enqueued, 1);
+                }
             }
         }
         self.drops_at_batch = self.shared.counters.dropped();
@@ -239,8 +244,9 @@ impl Listener<'_> {
             match self.consumer.pop_into(&mut self.record) {
                 Pop::Record => {
                     taken += 1;
-                    Counters::add(&self.shared.counters.enqueued, 1);
-                    self.route_record();
+                    if self.route_record() {
+                        Counters::add(&self.shared.counters.enqueued, 1);
+                    }
                 }
                 Pop::Damaged => {
                     // A record whose frame was overwritten: it cannot be read.
@@ -256,15 +262,19 @@ impl Listener<'_> {
     }
 
     /// Formats the record in `self.record` once per layout some accepting sink uses,
-    /// and queues the line at each of those sinks.
-    fn route_record(&mut self) {
+    /// and queues the line at each of those sinks; span bookkeeping goes to the span
+    /// registry instead. Returns whether it was a record (an event), which counts.
+    fn route_record(&mut self) -> bool {
         let Some(view) = record::decode(&self.record) else {
             // The handler wrote it, so this is memory corruption; count, do not panic.
             let counters = &self.shared.counters;
             Counters::add(&counters.lost, 1);
             Counters::add(&counters.damaged, 1);
-            return;
+            return true;
         };
+        if self.spans.apply(&view) {
+            return false;
+        }
         for line in &mut self.lines {
             line.clear();
         }
@@ -280,7 +290,7 @@ impl Listener<'_> {
             };
             if line.is_empty() {
                 let name = self.thread_names.name(view.thread_id);
-                formatter.write(&view, name, line);
+                formatter.write(&view, name, Some(&mut self.spans), line);
             }
             slot.push_record(line);
             accepted = true;
@@ -288,6 +298,7 @@ impl Listener<'_> {
         if !accepted {
             Counters::add(&self.shared.counters.filtered, 1);
         }
+        true
     }
 
     /// The layout sink `index` uses.

@@ -23,7 +23,7 @@ pub(super) fn push_notice(layout: &mut Layout, level: log::Level, text: &str, ou
         fields: &[],
         fields_cut: false,
     };
-    layout.write(&view, Some("quelog"), out);
+    layout.write(&view, Some("quelog"), None, out);
 }
 
 /// The drop notices a sink has not been told yet: one `WARN` line per reason whose
