@@ -262,7 +262,7 @@ pub(crate) fn push_line_end<const N: usize>(
 /// Allocation-free (floats go through `core::fmt`, which does not allocate), so the
 /// forked child's direct lines use it too.
 pub(crate) fn push_fields<O: Out + ?Sized>(out: &mut O, fields: &[u8]) {
-    use crate::record::fields::{entries, Entry, Value};
+    use crate::record::fields::{entries, Entry};
     for entry in entries(fields) {
         let Entry::Field { name, value } = entry else {
             continue;

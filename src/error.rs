@@ -11,6 +11,9 @@ use std::path::PathBuf;
 pub enum Error {
     /// A global `log` logger is already installed (by quelog or anyone else).
     AlreadyInstalled,
+    /// A global default tracing subscriber is already set (by quelog or anyone else).
+    /// Install with `Builder::tracing(false)` to leave tracing alone.
+    TracingAlreadySet,
     /// A setting is out of range; the text says which and why.
     InvalidConfig(String),
     /// A log file could not be opened or created.
@@ -71,7 +74,10 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::AlreadyInstalled => f.write_str("a global logger is already installed"),
+            Error::AlreadyInstalled => f.write_str("a global `log` logger is already installed"),
+            Error::TracingAlreadySet => {
+                f.write_str("a global default tracing subscriber is already set")
+            }
             Error::InvalidConfig(why) => write!(f, "invalid quelog configuration: {why}"),
             Error::Open { path, source } => {
                 write!(f, "cannot open log file {}: {source}", path.display())

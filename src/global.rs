@@ -21,11 +21,24 @@ pub(crate) struct Installed {
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
 
-/// Installs `handler` as the global `log` logger, with `listener` serving it.
+/// Installs `handler` as the global `log` logger, with `listener` serving it, and (with
+/// `tracing`) as the global default tracing dispatcher. If either is taken already,
+/// nothing is installed: the tracing side is checked first, and `log`'s is the one
+/// that can be set only once. (Another thread setting a tracing dispatcher between the
+/// check and the set is the one way to end half-installed: `log` then goes to quelog,
+/// and the error says tracing did not.)
 pub(crate) fn install(
     handler: QueueHandler,
     listener: QueueListener,
+    tracing: bool,
 ) -> Result<&'static Installed, Error> {
+    #[cfg(feature = "tracing")]
+    if tracing && tracing_core::dispatcher::has_been_set() {
+        let _ = listener.stop();
+        return Err(Error::TracingAlreadySet);
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = tracing;
     if log::set_boxed_logger(Box::new(handler.clone())).is_err() {
         // Nothing was logged through it; stopping drains an empty ring.
         let _ = listener.stop();
@@ -41,6 +54,13 @@ pub(crate) fn install(
         .listener
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = Some(listener);
+    #[cfg(feature = "tracing")]
+    if tracing {
+        let dispatch = tracing_core::Dispatch::new(installed.handler.tracing_subscriber());
+        if tracing_core::dispatcher::set_global_default(dispatch).is_err() {
+            return Err(Error::TracingAlreadySet);
+        }
+    }
     Ok(installed)
 }
 

@@ -203,7 +203,10 @@ mod ring;
 #[cfg(all(test, loom))]
 mod ring_loom;
 mod sink;
+mod spans;
 mod stats;
+#[cfg(feature = "tracing")]
+mod subscriber;
 mod sync;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
@@ -220,7 +223,9 @@ pub use listener::{ListenerConfig, QueueListener, SyncPolicy};
 pub use log::LevelFilter;
 pub use queue::{Overflow, QueueConfig};
 pub use sink::{FileSink, Sink, StderrSink};
-pub use stats::{Dropped, Stats, SyncLatency};
+pub use stats::{Dropped, SpanStats, Stats, SyncLatency};
+#[cfg(feature = "tracing")]
+pub use subscriber::TracingSubscriber;
 
 /// Where a configured sink writes, before it is opened.
 enum SinkSpec {
@@ -253,6 +258,7 @@ pub struct Builder {
     drain_on_crash: bool,
     handle_termination: bool,
     flush_on_panic: bool,
+    tracing: bool,
 }
 
 impl Default for Builder {
@@ -274,6 +280,7 @@ impl Builder {
             drain_on_crash: false,
             handle_termination: false,
             flush_on_panic: true,
+            tracing: cfg!(feature = "tracing"),
         }
     }
 
@@ -379,6 +386,14 @@ impl Builder {
         self
     }
 
+    /// With [`Builder::install`]: also set quelog as the global default tracing
+    /// subscriber (default on with the `tracing` feature). Off: tracing is left alone,
+    /// for programs that set their own subscriber (with quelog's `Layer`, say).
+    pub fn tracing(mut self, on: bool) -> Builder {
+        self.tracing = on && cfg!(feature = "tracing");
+        self
+    }
+
     /// The longest anything waits for the listener (default 5 seconds;
     /// `Duration::MAX`: no limit): dropping the [`Guard`], [`Guard::stop`],
     /// [`shutdown`], SIGTERM and SIGINT with [`Builder::handle_termination`], a
@@ -422,12 +437,17 @@ impl Builder {
     }
 
     /// Builds, starts the listener and installs the handler as the global `log`
-    /// logger. A second install in one process is [`Error::AlreadyInstalled`].
+    /// logger and (with the `tracing` feature, on by default) as the global default
+    /// tracing subscriber ([`TracingSubscriber`]): both go to the same queue, each
+    /// record once, no `LogTracer` needed. If the `log` logger is taken:
+    /// [`Error::AlreadyInstalled`]; if a tracing subscriber is: [`Error::TracingAlreadySet`]
+    /// (see [`Builder::tracing`]). Either way nothing is installed.
     pub fn install(self) -> Result<Guard, Error> {
         let level = self.queue.level;
         let (flush_on_panic, handle_termination) = (self.flush_on_panic, self.handle_termination);
+        let tracing = self.tracing;
         let (handler, listener) = self.build()?;
-        let installed = global::install(handler, listener)?;
+        let installed = global::install(handler, listener, tracing)?;
         log::set_max_level(level);
         if flush_on_panic {
             global::install_panic_hook();

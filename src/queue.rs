@@ -108,6 +108,9 @@ impl QueueConfig {
     }
 }
 
+/// Live spans the span table has room for before it grows (allocating).
+const SPAN_TABLE_CAPACITY: usize = 1024;
+
 /// Requests to the listener. Never sent from the record path.
 pub(crate) enum Control {
     /// Write and sync everything before ring position `upto`, then answer.
@@ -149,6 +152,8 @@ pub(crate) struct Shared {
     pub(crate) direct_errno: AtomicI32,
     /// A listener thread is serving this queue.
     pub(crate) listener_running: AtomicBool,
+    /// The tracing subscriber's span ids.
+    pub(crate) spans: crate::spans::SpanTable,
     /// Records of the batch the listener is writing right now, not yet counted as
     /// written or lost: a stop that runs out of time takes them as abandoned (whoever
     /// swaps it to zero first counts them).
@@ -183,6 +188,7 @@ impl Shared {
             direct_lost: AtomicU64::new(0),
             direct_errno: AtomicI32::new(0),
             listener_running: AtomicBool::new(false),
+            spans: crate::spans::SpanTable::with_capacity(SPAN_TABLE_CAPACITY),
             in_flight: AtomicU64::new(0),
             shutdown_timeout_nanos: AtomicU64::new(
                 crate::listener::DEFAULT_SHUTDOWN_TIMEOUT.as_nanos() as u64,

@@ -121,6 +121,28 @@ pub struct Stats {
     pub sync_rewrites: u64,
     /// Sink calls that panicked (caught; counted as failed writes or syncs too).
     pub sink_panics: u64,
+    /// The tracing subscriber's spans.
+    pub spans: SpanStats,
+}
+
+/// What the tracing subscriber did with spans. Spans are not records: they are not in
+/// the record counters above.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SpanStats {
+    /// Spans created.
+    pub created: u64,
+    /// Spans whose last handle was dropped.
+    pub closed: u64,
+    /// Spans not created because the span table was at its limit (their events show
+    /// an unknown span).
+    pub refused: u64,
+    /// Span bookkeeping records (new, record, close) dropped because the ring had no
+    /// room: the events of those spans show them as `?` or miss their late fields.
+    pub lost: u64,
+    /// Spans entered deeper than the per-thread depth (64) on some thread; the deeper
+    /// ones are not shown as the current span.
+    pub depth_overflows: u64,
 }
 
 /// Sync latency from a fixed histogram on the listener (no allocation).
@@ -240,6 +262,9 @@ pub(crate) struct Counters {
     pub(crate) sink_panics: AtomicU64,
     /// Span bookkeeping entries (new, record, close) that found no room in the ring.
     pub(crate) span_entries_lost: AtomicU64,
+    pub(crate) spans_created: AtomicU64,
+    pub(crate) spans_closed: AtomicU64,
+    pub(crate) spans_refused: AtomicU64,
 }
 
 impl Counters {
@@ -273,6 +298,13 @@ impl Counters {
             sync_errors: self.sync_errors.load(Relaxed),
             sync_rewrites: self.sync_rewrites.load(Relaxed),
             sink_panics: self.sink_panics.load(Relaxed),
+            spans: SpanStats {
+                created: self.spans_created.load(Relaxed),
+                closed: self.spans_closed.load(Relaxed),
+                refused: self.spans_refused.load(Relaxed),
+                lost: self.span_entries_lost.load(Relaxed),
+                depth_overflows: crate::handler::span_stack::depth_overflows(),
+            },
         }
     }
 

@@ -12,7 +12,7 @@
 //!    to standard error; in a
 //!    forked child, `write(2)` of the line to the log file, see [`crate::fork`]).
 
-mod capture;
+pub(crate) mod capture;
 pub(crate) mod message;
 pub(crate) mod span_stack;
 

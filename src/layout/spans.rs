@@ -94,9 +94,4 @@ impl Spans {
             visit(self.live.get(id));
         }
     }
-
-    /// Live spans known (for tests and counters).
-    pub(crate) fn len(&self) -> usize {
-        self.live.len()
-    }
 }
