@@ -203,6 +203,9 @@ mod ring;
 #[cfg(all(test, loom))]
 mod ring_loom;
 mod sink;
+mod spans;
+#[cfg(all(test, loom))]
+mod spans_loom;
 mod stats;
 mod sync;
 #[cfg(feature = "test-hooks")]

@@ -1,10 +1,10 @@
-//! The atomics and cells the ring is built on, swapped for loom's under `--cfg loom`
-//! so the model checker sees every access.
+//! The atomics and cells the ring and the span table are built on, swapped for loom's
+//! under `--cfg loom` so the model checker sees every access.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 /// An `UnsafeCell` with loom's closure-based access API in both builds.
 #[cfg(loom)]
