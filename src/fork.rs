@@ -174,17 +174,24 @@ pub(crate) fn write_record(
     thread_id: u32,
     timestamp_nanos: u64,
 ) {
-    write_line(shared, record.level(), target, thread_id, timestamp_nanos, |out| {
-        let mut message = Message {
-            out,
-            room: shared.max_message,
-            kept: 0,
-            cut: false,
-        };
-        let formatted = message.format(record.args());
-        let (kept, cut) = (message.kept, message.cut);
-        (formatted, cut.then_some(kept as u64))
-    });
+    write_line(
+        shared,
+        record.level(),
+        target,
+        thread_id,
+        timestamp_nanos,
+        |out| {
+            let mut message = Message {
+                out,
+                room: shared.max_message,
+                kept: 0,
+                cut: false,
+            };
+            let formatted = message.format(record.args());
+            let (kept, cut) = (message.kept, message.cut);
+            (formatted, cut.then_some(kept as u64))
+        },
+    );
 }
 
 /// [`write_record`] for a record the producer path already formatted (a tracing
@@ -336,7 +343,7 @@ pub(crate) fn flush(shared: &Shared) -> Result<(), Error> {
 pub(crate) fn stop_global(shared: &Shared) -> Stats {
     shared.ring.close();
     let _ = sync(shared);
-    shared.counters.snapshot()
+    shared.stats()
 }
 
 /// `QueueListener::stop` (or drop) in a child: the thread is the parent's, it does not
@@ -345,7 +352,7 @@ pub(crate) fn stop_global(shared: &Shared) -> Stats {
 pub(crate) fn abandon_listener(shared: &Shared, thread: Option<JoinHandle<()>>) -> Stats {
     std::mem::forget(thread);
     let _ = sync(shared);
-    shared.counters.snapshot()
+    shared.stats()
 }
 
 /// Syncs the file the child writes to (nothing for standard error), counting it as

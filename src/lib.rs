@@ -204,6 +204,8 @@ mod ring;
 mod ring_loom;
 mod sink;
 mod spans;
+#[cfg(all(test, loom))]
+mod spans_loom;
 mod stats;
 #[cfg(feature = "tracing")]
 mod subscriber;

@@ -108,9 +108,6 @@ impl QueueConfig {
     }
 }
 
-/// Live spans the span table has room for before it grows (allocating).
-const SPAN_TABLE_CAPACITY: usize = 1024;
-
 /// Requests to the listener. Never sent from the record path.
 pub(crate) enum Control {
     /// Write and sync everything before ring position `upto`, then answer.
@@ -188,7 +185,7 @@ impl Shared {
             direct_lost: AtomicU64::new(0),
             direct_errno: AtomicI32::new(0),
             listener_running: AtomicBool::new(false),
-            spans: crate::spans::SpanTable::with_capacity(SPAN_TABLE_CAPACITY),
+            spans: crate::spans::SpanTable::with_capacity(crate::spans::DEFAULT_CAPACITY),
             in_flight: AtomicU64::new(0),
             shutdown_timeout_nanos: AtomicU64::new(
                 crate::listener::DEFAULT_SHUTDOWN_TIMEOUT.as_nanos() as u64,
@@ -257,5 +254,14 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+impl Shared {
+    /// The queue's counters, with the span table's own.
+    pub(crate) fn stats(&self) -> crate::stats::Stats {
+        let mut stats = self.counters.snapshot();
+        stats.spans.leaked = self.spans.leaked();
+        stats
     }
 }

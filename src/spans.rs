@@ -40,8 +40,6 @@
 //! never closed early), and a closed slot that cannot be pushed on the free list is
 //! leaked and counted ([`SpanTable::leaked`]). The caller counts the others.
 
-#![allow(dead_code)] // used by the tracing subscriber (issue 8)
-
 use std::num::NonZeroU64;
 use std::ptr;
 

@@ -143,6 +143,9 @@ pub struct SpanStats {
     /// Spans entered deeper than the per-thread depth (64) on some thread; the deeper
     /// ones are not shown as the current span.
     pub depth_overflows: u64,
+    /// Span table slots given up after too many lost races (bounded steps): never
+    /// reused, so never a wrong span; the table grows past them.
+    pub leaked: u64,
 }
 
 /// Sync latency from a fixed histogram on the listener (no allocation).
@@ -304,6 +307,8 @@ impl Counters {
                 refused: self.spans_refused.load(Relaxed),
                 lost: self.span_entries_lost.load(Relaxed),
                 depth_overflows: crate::handler::span_stack::depth_overflows(),
+                // The span table counts these itself: `Shared::stats` fills it in.
+                leaked: 0,
             },
         }
     }

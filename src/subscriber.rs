@@ -125,7 +125,12 @@ impl TracingSubscriber {
     }
 
     /// A bookkeeping record about span `id` ("record" or "close").
-    fn push_span(&self, id: u64, kind: Kind, fields: impl FnOnce(&mut Encoder<'_, MessageBuf<'_>>)) {
+    fn push_span(
+        &self,
+        id: u64,
+        kind: Kind,
+        fields: impl FnOnce(&mut Encoder<'_, MessageBuf<'_>>),
+    ) {
         let Some(meta) = self.span_metadata(id) else {
             return;
         };
@@ -170,7 +175,10 @@ impl Subscriber for TracingSubscriber {
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
         let meta = attrs.metadata();
         let shared = self.shared();
-        let Some(id) = shared.spans.create(meta as *const Metadata<'static> as usize as u64) else {
+        let Some(id) = shared
+            .spans
+            .create(meta as *const Metadata<'static> as usize as u64)
+        else {
             Counters::add(&shared.counters.spans_refused, 1);
             return Id::from_u64(NO_SPAN);
         };

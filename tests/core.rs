@@ -407,8 +407,17 @@ fn one_listener_per_queue_a_stop_is_final_and_flush_without_one_is_an_error() {
 fn guard_lifecycle() {
     let path = temp_log("guard.log");
     let guard = Builder::new().file(&path).install().unwrap();
+    // The first install took both the tracing dispatcher and the `log` logger; a
+    // second one says which it found taken, and installs nothing.
     assert!(matches!(
         Builder::new().file(temp_log("second.log")).install(),
+        Err(Error::TracingAlreadySet)
+    ));
+    assert!(matches!(
+        Builder::new()
+            .file(temp_log("third.log"))
+            .tracing(false)
+            .install(),
         Err(Error::AlreadyInstalled)
     ));
     for i in 0..1000 {

@@ -209,7 +209,7 @@ impl QueueHandler {
 
     /// The counters of this queue.
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        self.shared.stats()
     }
 
     /// The level above which records are ignored.
@@ -301,8 +301,8 @@ mod tests {
     use super::*;
     use crate::queue::Overflow;
     use crate::ring::Pop;
-    use std::time::{Duration, Instant};
     use log::Log;
+    use std::time::{Duration, Instant};
 
     fn handler(capacity: usize) -> QueueHandler {
         QueueHandler::new(&QueueConfig {

@@ -76,7 +76,9 @@ pub(crate) fn exit(id: u64) {
             stack.depth.set(depth - 1);
             return;
         }
-        let Some(at) = (0..depth).rev().find(|&i| stack.ids.get(i).map(Cell::get) == Some(id))
+        let Some(at) = (0..depth)
+            .rev()
+            .find(|&i| stack.ids.get(i).map(Cell::get) == Some(id))
         else {
             return;
         };

@@ -16,8 +16,8 @@
 
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 
-use crate::direct::{self, push_decimal};
 use super::Spans;
+use crate::direct::{self, push_decimal};
 use crate::record::{self, RecordView};
 
 /// Formats records as text, caching the date and time part of the timestamp per

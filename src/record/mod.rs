@@ -221,8 +221,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<RecordView<'_>> {
     let (header, rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
     let header = Header::decode(header);
     let has_fields = header.flags & FLAG_FIELDS != 0;
-    if header.record_len() > bytes.len() || (!has_fields && header.record_len() != bytes.len())
-    {
+    if header.record_len() > bytes.len() || (!has_fields && header.record_len() != bytes.len()) {
         return None;
     }
     let (target, rest) = rest.split_at_checked(header.target_len as usize)?;
