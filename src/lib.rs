@@ -154,6 +154,19 @@
 //! * Dropping the [`Guard`], [`Guard::stop`] and [`shutdown`] drain, sync and join,
 //!   within the shutdown timeout.
 //!
+//! # tracing
+//!
+//! With the `tracing` feature (default on), [`Builder::install`] also sets quelog as
+//! the global default tracing subscriber ([`TracingSubscriber`]): tracing events and
+//! `log` records share one queue and one file, each written once (no `LogTracer`; do
+//! not enable the `tracing` crate's `log-always` feature, which would write each
+//! event twice). The subscriber keeps the producer contract above where tracing lets
+//! it: recording an event, entering and exiting a span take no lock, allocate nothing
+//! and cannot panic; creating a span may allocate while the span table grows. What
+//! tracing does not let it keep: its macros register callsites on first use (a lock,
+//! an allocation), so **tracing macros are not signal-safe; `log` macros through
+//! quelog are**. Use `log` in signal handlers.
+//!
 //! # fork
 //!
 //! Daemons and pre-fork servers: fork (or daemonize) first, then install quelog. The
@@ -203,6 +216,8 @@ mod ring;
 #[cfg(all(test, loom))]
 mod ring_loom;
 mod sink;
+// The span table serves the tracing subscriber; without it the table is dead code.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 mod spans;
 #[cfg(all(test, loom))]
 mod spans_loom;

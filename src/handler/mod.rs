@@ -14,6 +14,8 @@
 
 pub(crate) mod capture;
 pub(crate) mod message;
+// Without the tracing subscriber nothing enters spans; `log` records still look.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) mod span_stack;
 
 use std::cell::Cell;

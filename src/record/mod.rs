@@ -18,6 +18,8 @@
 //!     31     1  flags
 //! ```
 
+// Without the tracing subscriber, `log` records use only the span-context entry.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) mod fields;
 
 /// Bytes of the fixed header.
