@@ -13,6 +13,10 @@ use std::collections::HashMap;
 use crate::record::fields::{entries, Entry};
 use crate::record::{Kind, RecordView};
 
+/// The most spans kept. Past it (close records lost for a long time, so dead spans
+/// pile up), the map starts over: live spans then print as `?` until they close.
+const MAX_LIVE: usize = 1 << 20;
+
 /// The deepest chain walked for one event (a guard against a cycle no subscriber
 /// could build, and against chains that would not fit a line anyway).
 const MAX_CHAIN: usize = 64;
@@ -50,6 +54,9 @@ impl Spans {
         match record.kind {
             Kind::Event => return false,
             Kind::SpanNew => {
+                if self.live.len() >= MAX_LIVE {
+                    self.live.clear();
+                }
                 let name = String::from_utf8_lossy(record.message).into_owned();
                 let fields = record.fields.to_vec();
                 self.live.insert(
