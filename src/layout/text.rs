@@ -79,6 +79,7 @@ impl TextFormatter {
         spans: Option<&mut Spans>,
         out: &mut Vec<u8>,
     ) {
+        let start = out.len();
         self.timestamp(record.timestamp_nanos, out);
         out.push(b' ');
         out.extend_from_slice(record::level_label(record::level_to_u8(record.level)));
@@ -107,6 +108,15 @@ impl TextFormatter {
         }
         if record.fields_cut {
             out.extend_from_slice(b" [quelog: fields cut]");
+        }
+        // Field and span text is copied as stored (the handler stores only UTF-8); a
+        // record that reached here with other bytes gets them replaced, as the message's.
+        if let Some(line) = out.get(start..) {
+            if std::str::from_utf8(line).is_err() {
+                let fixed = String::from_utf8_lossy(line).into_owned();
+                out.truncate(start);
+                out.extend_from_slice(fixed.as_bytes());
+            }
         }
         if record.format_error {
             out.extend_from_slice(b" [quelog: formatting failed here]");
