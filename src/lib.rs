@@ -425,7 +425,9 @@ impl Builder {
     }
 
     /// Builds the queue and starts its listener without installing anything globally:
-    /// log through the returned handler (it implements [`log::Log`]).
+    /// log through the returned handler (it implements [`log::Log`]), and with the
+    /// `tracing` feature get the subscriber for the same queue from
+    /// [`QueueHandler::tracing_subscriber`] to set it yourself.
     pub fn build(self) -> Result<(QueueHandler, QueueListener), Error> {
         let level = self.queue.level;
         let handler = QueueHandler::new(&self.queue)?;
