@@ -167,6 +167,12 @@
 //! an allocation), so **tracing macros are not signal-safe; `log` macros through
 //! quelog are**. Use `log` in signal handlers.
 //!
+//! To share tracing-subscriber's registry with other layers (OpenTelemetry, Sentry),
+//! the `tracing-layer` feature (off by default) adds `TracingLayer`
+//! (`QueueHandler::tracing_layer()`), a `tracing_subscriber::Layer` writing the same
+//! records; install with `Builder::tracing(false)` and set the registry yourself. The
+//! registry's own limits then apply (see `TracingLayer`).
+//!
 //! # fork
 //!
 //! Daemons and pre-fork servers: fork (or daemonize) first, then install quelog. The
@@ -208,6 +214,8 @@ mod fork;
 pub mod fuzzing;
 mod global;
 mod handler;
+#[cfg(feature = "tracing-layer")]
+mod layer;
 mod layout;
 mod listener;
 mod queue;
@@ -236,6 +244,8 @@ use std::time::Duration;
 pub use error::Error;
 pub use global::shutdown;
 pub use handler::QueueHandler;
+#[cfg(feature = "tracing-layer")]
+pub use layer::TracingLayer;
 pub use listener::{ListenerConfig, QueueListener, SyncPolicy};
 pub use log::LevelFilter;
 pub use queue::{Overflow, QueueConfig};

@@ -125,7 +125,7 @@ pub struct Stats {
     pub spans: SpanStats,
 }
 
-/// What the tracing subscriber did with spans. Spans are not records: they are not in
+/// What the tracing subscriber (or layer) did with spans. Spans are not records: they are not in
 /// the record counters above.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]

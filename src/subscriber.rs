@@ -26,6 +26,10 @@
 //! * Reentrancy: a field whose `Debug` logs (through `tracing` or `log`) while an
 //!   event is being recorded nests like a `log` call that logs: no `RefCell`, no lock.
 //!
+//! With the `tracing-layer` feature, `TracingLayer` records the same things
+//! as a layer of tracing-subscriber's registry, for programs that share one with other
+//! layers; the registry's limits then apply (see there).
+//!
 //! What is **not** signal-safe: tracing's macros register their callsite on first use,
 //! which can take a lock and allocate. Use `log`'s macros in signal handlers; they
 //! are safe through quelog, also while quelog is the tracing subscriber.
@@ -91,29 +95,163 @@ fn level(level: &Level) -> log::Level {
     }
 }
 
+// ---------------------------------------------------------------------------------
+// What the subscriber and the layer ([`crate::TracingLayer`]) share: the level, and
+// the records they queue. They differ only in where span ids, span metadata and the
+// current span come from (quelog's span table and span stack, or the registry's).
+
+/// Whether `handler`'s level takes `meta`.
+pub(crate) fn enabled(handler: &QueueHandler, meta: &Metadata<'_>) -> bool {
+    level(meta.level()) <= handler.level()
+}
+
+/// The interest of a callsite: the level never changes after the queue is built, so
+/// tracing may cache this per callsite (a disabled event then costs tracing's own
+/// check alone).
+pub(crate) fn interest(handler: &QueueHandler, meta: &'static Metadata<'static>) -> Interest {
+    if enabled(handler, meta) {
+        Interest::always()
+    } else {
+        Interest::never()
+    }
+}
+
+/// `handler`'s level as tracing's.
+pub(crate) fn level_hint(handler: &QueueHandler) -> LevelFilter {
+    match handler.level() {
+        log::LevelFilter::Off => LevelFilter::OFF,
+        log::LevelFilter::Error => LevelFilter::ERROR,
+        log::LevelFilter::Warn => LevelFilter::WARN,
+        log::LevelFilter::Info => LevelFilter::INFO,
+        log::LevelFilter::Debug => LevelFilter::DEBUG,
+        log::LevelFilter::Trace => LevelFilter::TRACE,
+    }
+}
+
+/// Queues one record for `meta`: the message from `message`, the fields from
+/// `fields`.
+fn push(
+    handler: &QueueHandler,
+    meta: &Metadata<'_>,
+    kind: Kind,
+    message: impl FnOnce(&mut MessageBuf<'_>) -> bool,
+    fields: impl FnOnce(&mut Encoder<'_, MessageBuf<'_>>),
+) {
+    let what = Capture {
+        level: level(meta.level()),
+        kind,
+        target: meta.target(),
+        module: meta.module_path(),
+        file: meta.file(),
+        line: meta.line(),
+    };
+    handler.push(&what, message, fields);
+}
+
+/// The "new" record of span `id` (`parent` 0: a root span): its name, parent and
+/// fields.
+pub(crate) fn push_new_span(handler: &QueueHandler, attrs: &Attributes<'_>, id: u64, parent: u64) {
+    let meta = attrs.metadata();
+    push(
+        handler,
+        meta,
+        Kind::SpanNew,
+        |message| {
+            fmt_write(message, meta.name());
+            true
+        },
+        |encoder| {
+            encoder.span_context(id);
+            if parent != 0 {
+                encoder.span_parent(parent);
+            }
+            attrs.record(&mut FieldVisitor {
+                encoder,
+                skip_message: false,
+            });
+        },
+    );
+}
+
+/// A bookkeeping record about span `id`, created with `meta`: "record" or "close".
+fn push_span(
+    handler: &QueueHandler,
+    meta: &Metadata<'_>,
+    id: u64,
+    kind: Kind,
+    fields: impl FnOnce(&mut Encoder<'_, MessageBuf<'_>>),
+) {
+    push(
+        handler,
+        meta,
+        kind,
+        |_| true,
+        |encoder| {
+            encoder.span_context(id);
+            fields(encoder);
+        },
+    );
+}
+
+/// The "record" record of span `id`: fields recorded after its creation.
+pub(crate) fn push_span_values(
+    handler: &QueueHandler,
+    meta: &Metadata<'_>,
+    id: u64,
+    values: &Record<'_>,
+) {
+    push_span(handler, meta, id, Kind::SpanRecord, |encoder| {
+        values.record(&mut FieldVisitor {
+            encoder,
+            skip_message: false,
+        });
+    });
+}
+
+/// The "record" record saying span `id` follows from span `follows`.
+pub(crate) fn push_follows(handler: &QueueHandler, meta: &Metadata<'_>, id: u64, follows: u64) {
+    push_span(handler, meta, id, Kind::SpanRecord, |encoder| {
+        encoder.follows(follows)
+    });
+}
+
+/// The "close" record of span `id`.
+pub(crate) fn push_close(handler: &QueueHandler, meta: &Metadata<'_>, id: u64) {
+    push_span(handler, meta, id, Kind::SpanClose, |_| {});
+}
+
+/// An event, logged inside span `span` (`None`: outside any).
+pub(crate) fn push_event(handler: &QueueHandler, event: &Event<'_>, span: Option<u64>) {
+    push(
+        handler,
+        event.metadata(),
+        Kind::Event,
+        |message| {
+            let mut visitor = MessageVisitor {
+                message,
+                formatted: true,
+            };
+            event.record(&mut visitor);
+            visitor.formatted
+        },
+        |encoder| {
+            if let Some(span) = span {
+                encoder.span_context(span);
+            }
+            event.record(&mut FieldVisitor {
+                encoder,
+                skip_message: true,
+            });
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// The subscriber.
+
 impl TracingSubscriber {
     fn shared(&self) -> &Shared {
         &self.handler.shared
-    }
-
-    /// Queues one record for `meta`: the message from `message`, the fields from
-    /// `fields`.
-    fn push(
-        &self,
-        meta: &Metadata<'_>,
-        kind: Kind,
-        message: impl FnOnce(&mut MessageBuf<'_>) -> bool,
-        fields: impl FnOnce(&mut Encoder<'_, MessageBuf<'_>>),
-    ) {
-        let what = Capture {
-            level: level(meta.level()),
-            kind,
-            target: meta.target(),
-            module: meta.module_path(),
-            file: meta.file(),
-            line: meta.line(),
-        };
-        self.handler.push(&what, message, fields);
     }
 
     /// The metadata a live span was created with.
@@ -123,53 +261,19 @@ impl TracingSubscriber {
         // nothing else; `data` hands it back only while the span is live.
         Some(unsafe { &*(address as usize as *const Metadata<'static>) })
     }
-
-    /// A bookkeeping record about span `id` ("record" or "close").
-    fn push_span(
-        &self,
-        id: u64,
-        kind: Kind,
-        fields: impl FnOnce(&mut Encoder<'_, MessageBuf<'_>>),
-    ) {
-        let Some(meta) = self.span_metadata(id) else {
-            return;
-        };
-        self.push(
-            meta,
-            kind,
-            |_| true,
-            |encoder| {
-                encoder.span_context(id);
-                fields(encoder);
-            },
-        );
-    }
 }
 
 impl Subscriber for TracingSubscriber {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
-        // The level never changes after the queue is built, so tracing may cache this
-        // per callsite: a disabled event then costs tracing's own check alone.
-        if self.enabled(meta) {
-            Interest::always()
-        } else {
-            Interest::never()
-        }
+        interest(&self.handler, meta)
     }
 
     fn enabled(&self, meta: &Metadata<'_>) -> bool {
-        level(meta.level()) <= self.handler.level()
+        enabled(&self.handler, meta)
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        Some(match self.handler.level() {
-            log::LevelFilter::Off => LevelFilter::OFF,
-            log::LevelFilter::Error => LevelFilter::ERROR,
-            log::LevelFilter::Warn => LevelFilter::WARN,
-            log::LevelFilter::Info => LevelFilter::INFO,
-            log::LevelFilter::Debug => LevelFilter::DEBUG,
-            log::LevelFilter::Trace => LevelFilter::TRACE,
-        })
+        Some(level_hint(&self.handler))
     }
 
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
@@ -189,41 +293,22 @@ impl Subscriber for TracingSubscriber {
             None if attrs.is_contextual() => span_stack::current().unwrap_or(0),
             None => 0,
         };
-        self.push(
-            meta,
-            Kind::SpanNew,
-            |message| {
-                fmt_write(message, meta.name());
-                true
-            },
-            |encoder| {
-                encoder.span_context(id);
-                if parent != 0 {
-                    encoder.span_parent(parent);
-                }
-                attrs.record(&mut FieldVisitor {
-                    encoder,
-                    skip_message: false,
-                });
-            },
-        );
+        push_new_span(&self.handler, attrs, id, parent);
         Id::from_u64(id)
     }
 
     fn record(&self, span: &Id, values: &Record<'_>) {
-        self.push_span(span.into_u64(), Kind::SpanRecord, |encoder| {
-            values.record(&mut FieldVisitor {
-                encoder,
-                skip_message: false,
-            });
-        });
+        let id = span.into_u64();
+        if let Some(meta) = self.span_metadata(id) {
+            push_span_values(&self.handler, meta, id, values);
+        }
     }
 
     fn record_follows_from(&self, span: &Id, follows: &Id) {
-        let follows = follows.into_u64();
-        self.push_span(span.into_u64(), Kind::SpanRecord, |encoder| {
-            encoder.follows(follows)
-        });
+        let id = span.into_u64();
+        if let Some(meta) = self.span_metadata(id) {
+            push_follows(&self.handler, meta, id, follows.into_u64());
+        }
     }
 
     fn event(&self, event: &Event<'_>) {
@@ -232,27 +317,7 @@ impl Subscriber for TracingSubscriber {
             None if event.is_contextual() => span_stack::current(),
             None => None,
         };
-        self.push(
-            event.metadata(),
-            Kind::Event,
-            |message| {
-                let mut visitor = MessageVisitor {
-                    message,
-                    formatted: true,
-                };
-                event.record(&mut visitor);
-                visitor.formatted
-            },
-            |encoder| {
-                if let Some(span) = span {
-                    encoder.span_context(span);
-                }
-                event.record(&mut FieldVisitor {
-                    encoder,
-                    skip_message: true,
-                });
-            },
-        );
+        push_event(&self.handler, event, span);
     }
 
     fn enter(&self, span: &Id) {
@@ -278,12 +343,7 @@ impl Subscriber for TracingSubscriber {
             Release::Closed => {
                 Counters::add(&shared.counters.spans_closed, 1);
                 if let Some(meta) = meta {
-                    self.push(
-                        meta,
-                        Kind::SpanClose,
-                        |_| true,
-                        |encoder| encoder.span_context(id),
-                    );
+                    push_close(&self.handler, meta, id);
                 }
                 true
             }
