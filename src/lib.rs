@@ -157,7 +157,7 @@
 //! # tracing
 //!
 //! With the `tracing` feature (default on), [`Builder::install`] also sets quelog as
-//! the global default tracing subscriber ([`TracingSubscriber`]): tracing events and
+//! the global default tracing subscriber (`TracingSubscriber`): tracing events and
 //! `log` records share one queue and one file, each written once (no `LogTracer`; do
 //! not enable the `tracing` crate's `log-always` feature, which would write each
 //! event twice). The subscriber keeps the producer contract above where tracing lets
@@ -437,7 +437,7 @@ impl Builder {
     /// Builds the queue and starts its listener without installing anything globally:
     /// log through the returned handler (it implements [`log::Log`]), and with the
     /// `tracing` feature get the subscriber for the same queue from
-    /// [`QueueHandler::tracing_subscriber`] to set it yourself.
+    /// `QueueHandler::tracing_subscriber` to set it yourself.
     pub fn build(self) -> Result<(QueueHandler, QueueListener), Error> {
         let level = self.queue.level;
         let handler = QueueHandler::new(&self.queue)?;
@@ -467,7 +467,7 @@ impl Builder {
 
     /// Builds, starts the listener and installs the handler as the global `log`
     /// logger and (with the `tracing` feature, on by default) as the global default
-    /// tracing subscriber ([`TracingSubscriber`]): both go to the same queue, each
+    /// tracing subscriber (`TracingSubscriber`): both go to the same queue, each
     /// record once, no `LogTracer` needed. If the `log` logger is taken:
     /// [`Error::AlreadyInstalled`]; if a tracing subscriber is: [`Error::TracingAlreadySet`]
     /// (see [`Builder::tracing`]). Either way nothing is installed.
