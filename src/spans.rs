@@ -499,6 +499,7 @@ unsafe fn free_segment(base: *mut Slot, len: usize) {
 }
 
 #[cfg(test)]
+#[cfg_attr(loom, allow(dead_code))] // the loom models use only some of these
 impl SpanTable {
     /// The free list, head first, walking at most one link more than there are slots
     /// (a cycle shows as a repeated index). Only while no other thread uses the table.
