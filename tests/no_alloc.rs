@@ -85,12 +85,17 @@ unsafe impl GlobalAlloc for CountingAllocator {
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
-/// What the sink saw: lines, and the longest one.
+/// What the sink saw: lines, the longest one, and the lines whose span chain is
+/// [`TWO_SPANS`].
 #[derive(Default)]
 struct Seen {
     lines: AtomicU64,
     longest: AtomicU64,
+    in_two_spans: AtomicU64,
 }
+
+/// The span chain of the tracing windows' events.
+const TWO_SPANS: &[u8] = br#"outer{a=1}:inner{b="two"}: "#;
 
 /// Counts lines instead of writing them: the test is about the producers, and a file
 /// would make it slower without making it stronger.
@@ -101,6 +106,14 @@ impl quelog::Sink for CountingSink {
         for line in batch.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             self.0.lines.fetch_add(1, Relaxed);
             self.0.longest.fetch_max(line.len() as u64, Relaxed);
+            // The chain follows the "[thread] " part.
+            let after_thread = line
+                .windows(2)
+                .position(|w| w == b"] ")
+                .map_or(&[][..], |at| &line[at + 2..]);
+            if after_thread.starts_with(TWO_SPANS) {
+                self.0.in_two_spans.fetch_add(1, Relaxed);
+            }
         }
         Ok(())
     }
@@ -355,4 +368,56 @@ fn signal_handlers_allocate_nothing() {
     let accounted =
         (after.enqueued - before.enqueued) + (after.dropped.total() - before.dropped.total());
     assert_eq!(accounted, window.calls + handled);
+}
+
+/// quelog is also the tracing subscriber (`install` sets the global dispatcher): an
+/// event with two fields inside two entered spans, with the enters and exits around
+/// it, touches the heap as little as a `log` call. The spans are created before the
+/// window (creating one may allocate, but only when the span table grows).
+#[test]
+fn tracing_events_in_two_entered_spans_allocate_nothing() {
+    let _serial = serial();
+    let env = installed();
+    let outer = tracing::info_span!("outer", a = 1);
+    let inner = tracing::info_span!(parent: &outer, "inner", b = "two");
+    let one = |i: u64| {
+        let _outer = outer.enter();
+        let _inner = inner.enter();
+        tracing::info!(n = i, flag = true, "an event in two spans");
+    };
+    // The first use registers the callsite (tracing may lock and allocate there).
+    one(0);
+    flush(&env.guard, "after the first event");
+    let chained_before = env.seen.in_two_spans.load(Relaxed);
+    let window = measure(CALLS, TIME_LIMIT, one);
+    assert_allocation_free("tracing events in two entered spans", &window);
+    // The events went through the subscriber, spans and fields included.
+    let chained = env.seen.in_two_spans.load(Relaxed) - chained_before;
+    assert_eq!(chained, window.enqueued, "{window:?}");
+}
+
+/// Creating, entering, exiting and closing a span per call, with an event inside:
+/// no heap either while the span table has room (4,096 live spans preallocated;
+/// here one is live at a time).
+#[test]
+fn tracing_spans_created_and_closed_in_the_window_allocate_nothing() {
+    let _serial = serial();
+    let env = installed();
+    let one = |i: u64| {
+        let span = tracing::info_span!("per_call", i);
+        let _entered = span.enter();
+        tracing::info!("an event in a fresh span");
+    };
+    one(0);
+    let spans_before = env.guard.stats().spans;
+    let window = measure(CALLS, TIME_LIMIT, one);
+    assert_allocation_free("spans created, entered and closed", &window);
+    let spans = env.guard.stats().spans;
+    let created = spans.created - spans_before.created;
+    assert_eq!(created, window.calls, "{spans:?}");
+    assert_eq!(spans.closed - spans_before.closed, created, "{spans:?}");
+    println!(
+        "{created} spans created and closed; their bookkeeping records lost (ring full): {}",
+        spans.lost - spans_before.lost
+    );
 }

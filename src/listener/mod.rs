@@ -316,7 +316,8 @@ fn abandon(shared: &Shared, waited: Duration) -> u64 {
     // counts it written or lost) or this stop (abandoned); never both.
     let in_flight = shared.in_flight.swap(0, Ordering::AcqRel);
     let unread = if ring_free {
-        let (records, interrupted) = shared.ring.count_unread();
+        // Records, not span bookkeeping: spans are not in the record counters.
+        let (records, interrupted) = shared.ring.count_unread(crate::record::is_event);
         records + interrupted
     } else {
         0

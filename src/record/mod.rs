@@ -217,6 +217,19 @@ pub(crate) fn level_label(level: u8) -> &'static [u8; 5] {
     }
 }
 
+/// Whether the record that starts with `start` (its header at least) is an event, a
+/// `log` record or a tracing event, rather than span bookkeeping: what the queue's
+/// record counters count. `true` if `start` is too short to tell: the listener counts
+/// a record it cannot decode too (as damaged).
+pub(crate) fn is_event(start: &[u8]) -> bool {
+    // What a stop that gave up shows this per record is enough to tell.
+    const _: () = assert!(crate::ring::PEEK_BYTES >= HEADER_LEN);
+    match start.get(HEADER_LEN - 1) {
+        Some(&flags) => Kind::from_flags(flags) == Kind::Event,
+        None => true,
+    }
+}
+
 /// Decodes a record, or `None` if the bytes are not a record the handler wrote.
 /// Never panics on any input (it is a fuzz target).
 pub(crate) fn decode(bytes: &[u8]) -> Option<RecordView<'_>> {
@@ -312,6 +325,22 @@ mod tests {
         let view = decode(&bytes).unwrap();
         assert_eq!(view.module_path, Some("app"));
         assert_eq!(view.file, None);
+    }
+
+    #[test]
+    fn is_event_reads_the_kind_from_the_header() {
+        for (kind, event) in [
+            (Kind::Event, true),
+            (Kind::SpanNew, false),
+            (Kind::SpanRecord, false),
+            (Kind::SpanClose, false),
+        ] {
+            let bytes = record("t", "", "", "m", kind.flags() | FLAG_FIELDS);
+            assert_eq!(is_event(&bytes), event, "{kind:?}");
+            assert_eq!(is_event(&bytes[..HEADER_LEN]), event, "{kind:?}");
+        }
+        // Too short to tell: counted, as the listener counts a record it cannot read.
+        assert!(is_event(&[0xff; HEADER_LEN - 1]));
     }
 
     #[test]

@@ -89,7 +89,7 @@ mod consumer;
 mod readers;
 
 pub(crate) use consumer::{Consumer, Pop};
-pub(crate) use readers::{CrashDrain, CrashNext, CrashRecord};
+pub(crate) use readers::{CrashDrain, CrashNext, CrashRecord, PEEK_BYTES};
 
 /// Bytes of record data per slot: one cache line.
 pub(crate) const SLOT_BYTES: usize = 64;
@@ -1052,7 +1052,16 @@ mod tests {
         );
         ring.abandon();
         assert!(!ring.consumer_taking());
-        assert_eq!(ring.count_unread(), (2, 1));
+        assert_eq!(ring.count_unread(|_| true), (2, 1));
+        // The filter sees each record's first bytes (a long one's first PEEK_BYTES)
+        // and decides what counts.
+        let mut seen = Vec::new();
+        let counted = ring.count_unread(|start| {
+            seen.push(start.to_vec());
+            start == b"a"
+        });
+        assert_eq!(counted, (1, 1));
+        assert_eq!(seen, vec![b"a".to_vec(), vec![2; readers::PEEK_BYTES]]);
         // If the listener ever returns, it takes nothing more.
         consumer.end_write();
         assert!(consumer.abandoned());

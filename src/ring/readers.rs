@@ -5,8 +5,11 @@
 //! word (see the module docs of [`crate::ring`]).
 
 use super::{Look, Ring, ABANDONED, CONSUMER_ACTIVE, CONSUMER_WRITING, CRASH_CLAIMED};
-use super::{FRAME_ABORTED, FRAME_BYTES, SLOT_BYTES};
+use super::{FRAME_ABORTED, FRAME_BYTES, FRAME_CORRUPT, SLOT_BYTES};
 use crate::sync::Ordering;
+
+/// Payload bytes [`Ring::count_unread`] shows its `counts` per record.
+pub(crate) const PEEK_BYTES: usize = 64;
 
 impl Ring {
     /// Fatal-signal side: claims the ring for a crash drain. Returns `false` if another
@@ -39,15 +42,40 @@ impl Ring {
         self.consuming.load(Ordering::Acquire) & CONSUMER_ACTIVE != 0
     }
 
-    /// Published records, and runs of claimed-but-unpublished slots (each at least one
-    /// interrupted claim), between the last reader's position and `tail`; read only.
-    /// Call only after [`Ring::close`] and a successful [`Ring::abandon`]: nobody
-    /// claims, nobody consumes, and published bytes no longer change.
-    pub(crate) fn count_unread(&self) -> (u64, u64) {
+    /// Published records that `counts`, and runs of claimed-but-unpublished slots
+    /// (each at least one interrupted claim), between the last reader's position and
+    /// `tail`; read only. `counts` gets the first [`PEEK_BYTES`] of each record's
+    /// payload (all of it if shorter) and says whether it is one to count (the queue
+    /// counts records, not the tracing subscriber's span bookkeeping); a record whose
+    /// frame is corrupt is counted without asking. Call only after [`Ring::close`] and
+    /// a successful [`Ring::abandon`]: nobody claims, nobody consumes, and published
+    /// bytes no longer change.
+    pub(crate) fn count_unread(&self, mut counts: impl FnMut(&[u8]) -> bool) -> (u64, u64) {
         let mut records = 0;
         let from = self.resume_at.load(Ordering::Acquire);
-        let pending = self.scan(from, self.tail(), |_, _, flags| {
-            if flags & FRAME_ABORTED == 0 {
+        let pending = self.scan(from, self.tail(), |pos, len, flags| {
+            if flags & FRAME_ABORTED != 0 {
+                return;
+            }
+            if flags & FRAME_CORRUPT != 0 {
+                records += 1;
+                return;
+            }
+            let mut head = [0u8; PEEK_BYTES];
+            let mut at = 0;
+            // Nobody writes or frees published bytes any more (see above).
+            self.read_record(
+                pos,
+                FRAME_BYTES,
+                len.min(FRAME_BYTES + PEEK_BYTES),
+                |bytes| {
+                    if let Some(dst) = head.get_mut(at..at + bytes.len()) {
+                        dst.copy_from_slice(bytes);
+                    }
+                    at += bytes.len();
+                },
+            );
+            if counts(head.get(..at).unwrap_or_default()) {
                 records += 1;
             }
         });

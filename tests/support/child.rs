@@ -13,7 +13,8 @@
 //! On a hang the watchdog prints where every thread of the child waits, with
 //! `gdb -p PID -batch -ex 'thread apply all bt'` when gdb is installed, then kills it.
 //!
-//! Shared by `tests/storm.rs`, `tests/reentrancy.rs` and `examples/storm.rs`.
+//! Shared by `tests/storm.rs`, `tests/reentrancy.rs`, `tests/tracing.rs` and
+//! `examples/storm.rs`.
 
 #![allow(dead_code)]
 
