@@ -329,8 +329,14 @@ impl Subscriber for TracingSubscriber {
     }
 
     fn clone_span(&self, id: &Id) -> Id {
-        let _ = self.shared().spans.clone_ref(id.into_non_zero_u64());
-        id.clone()
+        if self.shared().spans.clone_ref(id.into_non_zero_u64()) {
+            id.clone()
+        } else {
+            // The reference was not taken (a stale id, a full count, or too many lost
+            // races): hand out the id that is never live, so that dropping this clone
+            // cannot release a reference it never had and close the span early.
+            Id::from_u64(NO_SPAN)
+        }
     }
 
     fn try_close(&self, id: Id) -> bool {
