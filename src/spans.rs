@@ -431,10 +431,10 @@ impl SpanTable {
         if base.is_null() || offset >= self.segment_len(k) {
             return None;
         }
-        // SAFETY: a non-null segment pointer is the first element of a boxed slice of
-        // `segment_len(k)` slots (`install`), freed only by `Drop`, which needs `&mut
-        // self` and so cannot run while the returned borrow of `self` lives; `offset` is
-        // inside the slice (checked above). Slots are only ever shared (atomics).
+        // A non-null segment is a boxed slice of `segment_len(k)` slots (`install`),
+        // freed only by `Drop`, which needs `&mut self`: not while this borrow lives.
+        // SAFETY: so the slot outlives the borrow; `offset` is inside the slice
+        // (checked above); slots are only ever shared (atomics).
         Some(unsafe { &*base.add(offset) })
     }
 

@@ -112,10 +112,10 @@ extern "C" fn drain_trampoline(arg: *mut libc::c_void) {
 /// uses while `f` runs, with room for everything `f` does.
 #[cfg(target_arch = "x86_64")]
 unsafe fn call_on_stack(top: usize, f: extern "C" fn(*mut libc::c_void), arg: *mut libc::c_void) {
-    // SAFETY: the caller vouches for the stack. The old stack pointer waits in r12,
-    // which a C-ABI function preserves; at the `call` the stack pointer is `top`, 16-byte
-    // aligned as the ABI wants. `f` takes `arg` in rdi (clobber_abi covers the rest of
-    // what it may change); it cannot unwind (extern "C" aborts instead).
+    // The old stack pointer waits in r12, which a C-ABI function preserves; at the
+    // `call` the stack pointer is `top`, 16-byte aligned as the ABI wants. `f` takes
+    // `arg` in rdi (clobber_abi covers the rest of what it may change).
+    // SAFETY: the caller vouches for the stack; `f` cannot unwind (extern "C" aborts).
     unsafe {
         std::arch::asm!(
             "mov r12, rsp",
