@@ -71,7 +71,7 @@ use std::io::{BufWriter, Write as _};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Barrier, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use quelog::SyncPolicy;
@@ -121,58 +121,9 @@ impl Settings {
 // ---------------------------------------------------------------------------------
 // The timer.
 
-#[cfg(target_arch = "x86_64")]
-mod ticks {
-    use std::arch::x86_64::{_mm_lfence, _rdtsc};
-
-    pub const NAME: &str = "rdtsc with lfence on both sides, calibrated against Instant";
-
-    /// The time-stamp counter, with every earlier instruction finished before it is
-    /// read and no later one started before.
-    #[inline(always)]
-    pub fn now() -> u64 {
-        // SAFETY: lfence and rdtsc are baseline x86-64 instructions with no memory
-        // operands and no preconditions.
-        unsafe {
-            _mm_lfence();
-            let t = _rdtsc();
-            _mm_lfence();
-            t
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod ticks {
-    use std::sync::OnceLock;
-    use std::time::Instant;
-
-    pub const NAME: &str = "Instant (no rdtsc on this architecture)";
-
-    static BASE: OnceLock<Instant> = OnceLock::new();
-
-    #[inline(always)]
-    pub fn now() -> u64 {
-        BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
-    }
-}
-
-/// Ticks per nanosecond of [`ticks::now`], measured against `Instant`.
-fn calibrate() -> f64 {
-    let (t0, c0) = (Instant::now(), ticks::now());
-    while t0.elapsed() < Duration::from_millis(100) {
-        std::hint::spin_loop();
-    }
-    let (c1, t1) = (ticks::now(), Instant::now());
-    (c1 - c0) as f64 / (t1 - t0).as_nanos() as f64
-}
-
-/// Median cost of an empty timer pair, in ticks of that timer.
-fn empty_pair_median(mut pair: impl FnMut() -> u64) -> u64 {
-    let mut samples: Vec<u64> = (0..200_000).map(|_| pair()).collect();
-    samples.sort_unstable();
-    samples[samples.len() / 2]
-}
+#[path = "support/timer.rs"]
+mod timer;
+use timer::{calibrate, empty_pair_median, thread_minflt, ticks};
 
 // ---------------------------------------------------------------------------------
 // The log call under test.
@@ -359,16 +310,6 @@ struct ThreadResult {
     throughput: f64,
     /// Minor page faults during the two measured loops.
     minflt: u64,
-}
-
-fn thread_minflt() -> u64 {
-    // SAFETY: `rusage` is plain integers, for which all-zero is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes one rusage into a live local.
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
-        return 0;
-    }
-    usage.ru_minflt as u64
 }
 
 /// Runs `threads` producers on `logger`: warm-up, per-call timing, then a block for

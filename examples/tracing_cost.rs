@@ -72,7 +72,7 @@ use std::hint::black_box;
 use std::io::BufWriter;
 use std::path::PathBuf;
 use std::sync::{Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::LevelFilter;
 use quelog::{QueueHandler, QueueListener, SyncPolicy};
@@ -129,63 +129,9 @@ impl Settings {
 // ---------------------------------------------------------------------------------
 // The timer (as in examples/latency.rs).
 
-#[cfg(target_arch = "x86_64")]
-mod ticks {
-    use std::arch::x86_64::{_mm_lfence, _rdtsc};
-
-    pub const NAME: &str = "rdtsc with lfence on both sides, calibrated against Instant";
-
-    /// The time-stamp counter, with every earlier instruction finished before it is
-    /// read and no later one started before.
-    #[inline(always)]
-    pub fn now() -> u64 {
-        // SAFETY: lfence and rdtsc are baseline x86-64 instructions with no memory
-        // operands and no preconditions.
-        unsafe {
-            _mm_lfence();
-            let t = _rdtsc();
-            _mm_lfence();
-            t
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod ticks {
-    use std::sync::OnceLock;
-    use std::time::Instant;
-
-    pub const NAME: &str = "Instant (no rdtsc on this architecture)";
-
-    static BASE: OnceLock<Instant> = OnceLock::new();
-
-    #[inline(always)]
-    pub fn now() -> u64 {
-        BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
-    }
-}
-
-/// Ticks per nanosecond of [`ticks::now`], measured against `Instant`.
-fn calibrate() -> f64 {
-    let (t0, c0) = (Instant::now(), ticks::now());
-    while t0.elapsed() < Duration::from_millis(100) {
-        std::hint::spin_loop();
-    }
-    let (c1, t1) = (ticks::now(), Instant::now());
-    (c1 - c0) as f64 / (t1 - t0).as_nanos() as f64
-}
-
-/// Median cost of an empty timer pair, in ticks.
-fn empty_pair_median() -> u64 {
-    let mut samples: Vec<u64> = (0..200_000)
-        .map(|_| {
-            let start = ticks::now();
-            ticks::now().wrapping_sub(start)
-        })
-        .collect();
-    samples.sort_unstable();
-    samples[samples.len() / 2]
-}
+#[path = "support/timer.rs"]
+mod timer;
+use timer::{calibrate, empty_ticks_pair_median as empty_pair_median, thread_minflt, ticks};
 
 // ---------------------------------------------------------------------------------
 // The events under test.
@@ -213,16 +159,6 @@ struct Phase {
     throughput: f64,
     /// Minor page faults during the two measured loops.
     minflt: u64,
-}
-
-fn thread_minflt() -> u64 {
-    // SAFETY: `rusage` is plain integers, for which all-zero is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes one rusage into a live local.
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
-        return 0;
-    }
-    usage.ru_minflt as u64
 }
 
 /// Throughput blocks per phase.
