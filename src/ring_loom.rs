@@ -22,8 +22,9 @@ use crate::ring::{ClaimError, Consumer, CrashNext, Pop, Ring, MIN_SLOTS, SLOT_BY
 const FRAME: usize = 8;
 
 /// Runs `f` under loom with the preemption bound, and says how many executions loom
-/// explored (at least two, or the model has no concurrency worth the name).
-fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+/// explored (at least two, or the model has no concurrency worth the name). The span
+/// table's models use it too.
+pub(crate) fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
     let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = std::sync::Arc::clone(&executions);
     let mut builder = loom::model::Builder::new();

@@ -18,28 +18,8 @@ use std::num::NonZeroU64;
 use loom::sync::Arc;
 use loom::thread;
 
+use crate::ring_loom::model;
 use crate::spans::{index_of, Release, SpanTable};
-
-/// Runs `f` under loom with the preemption bound, and says how many executions loom
-/// explored (at least two, or the model has no concurrency worth the name).
-fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
-    let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&executions);
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(4);
-    }
-    builder.check(move || {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        f();
-    });
-    let explored = executions.load(std::sync::atomic::Ordering::Relaxed);
-    println!(
-        "{name}: {explored} executions explored (preemption bound {:?})",
-        builder.preemption_bound
-    );
-    assert!(explored > 1, "{name}: loom explored a single execution");
-}
 
 /// Every slot handed out is free again, on the free list exactly once.
 fn assert_all_free(table: &SpanTable) {
