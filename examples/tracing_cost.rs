@@ -79,47 +79,7 @@ use quelog::{QueueHandler, QueueListener, SyncPolicy};
 use tracing::{debug, info, info_span, Dispatch};
 use tracing_subscriber::layer::SubscriberExt;
 
-/// Command-line settings.
-struct Settings {
-    samples: usize,
-    warmup: usize,
-    capacity_mib: usize,
-    /// Run only this design.
-    only: Option<String>,
-}
-
 impl Settings {
-    fn from_args() -> Result<Settings, String> {
-        let mut settings = Settings {
-            samples: 200_000,
-            warmup: 20_000,
-            capacity_mib: 256,
-            only: None,
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(flag) = args.next() {
-            let value = args.next().ok_or(format!("{flag} needs a value"))?;
-            if flag == "--only" {
-                settings.only = Some(value);
-                continue;
-            }
-            let value: usize = value
-                .parse()
-                .map_err(|_| format!("{flag}: not a number: {value}"))?;
-            match flag.as_str() {
-                "--samples" => settings.samples = value.max(1000),
-                "--warmup" => settings.warmup = value,
-                "--capacity-mib" => settings.capacity_mib = value,
-                _ => {
-                    return Err(format!(
-                        "unknown flag {flag} (--samples N, --warmup N, --capacity-mib N, --only DESIGN)"
-                    ))
-                }
-            }
-        }
-        Ok(settings)
-    }
-
     /// Calls per thread per event kind.
     fn calls(&self) -> usize {
         self.warmup + self.samples + self.samples / BLOCKS * BLOCKS
@@ -129,9 +89,11 @@ impl Settings {
 // ---------------------------------------------------------------------------------
 // The timer (as in examples/latency.rs).
 
-#[path = "support/timer.rs"]
-mod timer;
-use timer::{calibrate, empty_ticks_pair_median as empty_pair_median, thread_minflt, ticks};
+#[path = "support/bench.rs"]
+mod bench;
+use bench::{
+    calibrate, empty_ticks_pair_median as empty_pair_median, thread_minflt, ticks, Settings,
+};
 
 // ---------------------------------------------------------------------------------
 // The events under test.
@@ -439,7 +401,7 @@ fn print_table(rows: &[Row], overhead_ns: f64) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let settings = Settings::from_args()?;
+    let settings = Settings::from_args(256)?;
     let started = Instant::now();
     let ticks_per_ns = calibrate();
     let pair_ticks = empty_pair_median();

@@ -1,6 +1,6 @@
-//! What the latency examples share: the per-call timer (rdtsc with fences on x86-64,
+//! What the latency examples share: their command line, the per-call timer (rdtsc with fences on x86-64,
 //! `Instant` elsewhere), its calibration and overhead, and the thread's page-fault
-//! count. Included by path (`#[path = "support/timer.rs"] mod timer;`).
+//! count. Included by path (`#[path = "support/bench.rs"] mod bench;`).
 
 #![allow(dead_code)]
 
@@ -76,4 +76,47 @@ pub fn thread_minflt() -> u64 {
         return 0;
     }
     usage.ru_minflt as u64
+}
+
+/// Command-line settings.
+pub struct Settings {
+    pub samples: usize,
+    pub warmup: usize,
+    pub capacity_mib: usize,
+    /// Run only this design (for profiling).
+    pub only: Option<String>,
+}
+
+impl Settings {
+    /// From the command line, with quelog's ring at `capacity_mib` unless said.
+    pub fn from_args(capacity_mib: usize) -> Result<Settings, String> {
+        let mut settings = Settings {
+            samples: 200_000,
+            warmup: 20_000,
+            capacity_mib,
+            only: None,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let value = args.next().ok_or(format!("{flag} needs a value"))?;
+            if flag == "--only" {
+                settings.only = Some(value);
+                continue;
+            }
+            let value: usize = value
+                .parse()
+                .map_err(|_| format!("{flag}: not a number: {value}"))?;
+            match flag.as_str() {
+                "--samples" => settings.samples = value.max(1000),
+                "--warmup" => settings.warmup = value,
+                "--capacity-mib" => settings.capacity_mib = value,
+                _ => {
+                    return Err(format!(
+                        "unknown flag {flag} (--samples N, --warmup N, --capacity-mib N, --only DESIGN)"
+                    ))
+                }
+            }
+        }
+        Ok(settings)
+    }
 }
