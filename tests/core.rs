@@ -438,3 +438,36 @@ fn guard_lifecycle() {
     log::logger().flush(); // no listener: returns at once
     assert_eq!(lines(&path).len(), 1500);
 }
+
+#[test]
+fn log_key_values_are_typed_fields_on_the_line() {
+    let memory = Memory::default();
+    let handler = QueueHandler::new(&QueueConfig::default()).unwrap();
+    let listener = QueueListener::start(
+        &handler,
+        vec![(Box::new(memory.clone()), LevelFilter::Trace)],
+        ListenerConfig::default(),
+    )
+    .unwrap();
+    let attempts = 3;
+    handler.log(
+        &log::Record::builder()
+            .level(Level::Info)
+            .target("app")
+            .args(format_args!("login"))
+            .key_values(&[
+                ("user", log::kv::Value::from("ann \"x\"")),
+                ("attempts", log::kv::Value::from(attempts)),
+                ("ratio", log::kv::Value::from(0.25)),
+                ("ok", log::kv::Value::from(true)),
+            ])
+            .build(),
+    );
+    listener.stop().unwrap();
+    let text = String::from_utf8(memory.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.trim_end()
+            .ends_with(r#"app: login user="ann \"x\"" attempts=3 ratio=0.25 ok=true"#),
+        "{text}"
+    );
+}

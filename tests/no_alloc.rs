@@ -275,6 +275,15 @@ fn short_messages_allocate_nothing() {
 }
 
 #[test]
+fn log_key_values_allocate_nothing() {
+    let _serial = serial();
+    let window = measure(CALLS, TIME_LIMIT, |i| {
+        log::info!(user = "ann", attempts = i, ratio = 0.5, ok = true, tag:? = ("a", 1); "login {}", i);
+    });
+    assert_allocation_free("log records with key-values", &window);
+}
+
+#[test]
 fn records_longer_than_one_slot_allocate_nothing() {
     let _serial = serial();
     let window = measure(CALLS, TIME_LIMIT, |i| {

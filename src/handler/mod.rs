@@ -13,6 +13,7 @@
 //!    forked child, `write(2)` of the line to the log file, see [`crate::fork`]).
 
 pub(crate) mod capture;
+mod kv;
 pub(crate) mod message;
 // Without the tracing subscriber nothing enters spans; `log` records still look.
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
@@ -251,6 +252,7 @@ impl QueueHandler {
                 if let Some(span) = span_stack::current() {
                     fields.span_context(span);
                 }
+                kv::encode(record, fields);
             },
         );
     }
