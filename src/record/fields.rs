@@ -268,7 +268,12 @@ impl<'a> Entries<'a> {
             TAG_I128 => Value::I128(i128::from_le_bytes(self.array()?)),
             TAG_U128 => Value::U128(u128::from_le_bytes(self.array()?)),
             TAG_F64 => Value::F64(f64::from_bits(u64::from_le_bytes(self.array()?))),
-            TAG_BOOL => Value::Bool(self.array::<1>()? != [0]),
+            // 0 or 1 only: one spelling per value.
+            TAG_BOOL => match self.array::<1>()? {
+                [0] => Value::Bool(false),
+                [1] => Value::Bool(true),
+                _ => return None,
+            },
             TAG_STR => Value::Str(self.text()?),
             TAG_DEBUG => Value::Debug(self.text()?),
             TAG_DISPLAY => Value::Display(self.text()?),
