@@ -185,7 +185,10 @@ pub fn fields_round_trip(data: &[u8]) {
         }
     }
     assert!(!encoder.cut());
-    assert_eq!(again.as_slice(), data.get(..again.len()).unwrap_or_default());
+    assert_eq!(
+        again.as_slice(),
+        data.get(..again.len()).unwrap_or_default()
+    );
     let mut text = Vec::new();
     crate::direct::push_fields(&mut text, data);
     assert!(!text.contains(&b'\n'), "{text:?}");
