@@ -4,7 +4,17 @@
 //! cargo run --release --example latency
 //! cargo run --release --example latency -- --samples 50000   # quicker, noisier tail
 //! cargo run --release --example latency -- --only quelog     # one design (profiling)
+//! cargo run --release --example latency -- --filter \
+//!   "warn,latency=info,latency::muted=off,hyper=warn,tokio=info,h2=error,app::db=debug,app::web=info,rustls=off,mio=error"
 //! ```
+//!
+//! With `--filter`, two more quelog rows, on a handler built with those directives
+//! (`Builder::filter`, `RUST_LOG` ignored): `q+filter on`, the same record (target
+//! `latency`), which the filter passes; and `q+filter off`, the same record with
+//! target `other::thing`, which no directive names (every directive is compared, the
+//! default refuses it): the producer's whole cost of a record filtered out by target.
+//! A record filtered out by level never reaches the handler: `log`'s macros stop at
+//! `log::max_level()`, one atomic load.
 //!
 //! # What it measures
 //!
@@ -88,11 +98,11 @@ use bench::{calibrate, empty_pair_median, thread_minflt, ticks, Settings};
 
 /// One log call, as `log::info!` makes it after its level check.
 #[inline(never)]
-fn log_one(logger: &dyn Log, id: u64, micros: u64, peer: &str) {
+fn log_one(logger: &dyn Log, target: &str, id: u64, micros: u64, peer: &str) {
     logger.log(
         &Record::builder()
             .level(Level::Info)
-            .target(module_path!())
+            .target(target)
             .module_path_static(Some(module_path!()))
             .file_static(Some(file!()))
             .line(Some(line!()))
@@ -105,9 +115,18 @@ fn log_one(logger: &dyn Log, id: u64, micros: u64, peer: &str) {
 }
 
 fn call(logger: &dyn Log, i: usize) {
+    call_to(logger, module_path!(), i);
+}
+
+/// [`call`] with a target no directive of the `--filter` example names.
+fn call_filtered_out(logger: &dyn Log, i: usize) {
+    call_to(logger, "other::thing", i);
+}
+
+fn call_to(logger: &dyn Log, target: &str, i: usize) {
     let id = black_box(i as u64);
     let micros = black_box((i as u64 * 7919) % 100_000);
-    log_one(logger, id, micros, black_box("10.0.0.1"));
+    log_one(logger, black_box(target), id, micros, black_box("10.0.0.1"));
 }
 
 // ---------------------------------------------------------------------------------
@@ -273,6 +292,16 @@ struct ThreadResult {
 /// Runs `threads` producers on `logger`: warm-up, per-call timing, then a block for
 /// throughput; the threads start each phase together.
 fn measure(logger: &(dyn Log + Sync), threads: usize, settings: &Settings) -> Vec<ThreadResult> {
+    measure_calls(logger, call, threads, settings)
+}
+
+/// [`measure`] of `call`.
+fn measure_calls(
+    logger: &(dyn Log + Sync),
+    call: fn(&dyn Log, usize),
+    threads: usize,
+    settings: &Settings,
+) -> Vec<ThreadResult> {
     let barrier = Barrier::new(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -354,23 +383,37 @@ fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("quelog-latency-{}-{name}.log", std::process::id()))
 }
 
+/// quelog's rows: `design` is `quelog` (no filter), `q+filter on` or `q+filter off`
+/// (the `--filter` directives, a record they pass or refuse).
 fn run_quelog(
+    design: &'static str,
     threads: usize,
     settings: &Settings,
     ticks_per_ns: f64,
 ) -> Result<Row, Box<dyn std::error::Error>> {
     let path = temp_path("quelog");
     let _ = std::fs::remove_file(&path);
-    let (handler, listener) = quelog::Builder::new()
+    let mut builder = quelog::Builder::new()
         .file(&path)
         .sync(SyncPolicy::Never)
         .capacity(settings.capacity_mib << 20)
         .level(LevelFilter::Info)
-        .build()?;
-    let results = measure(&handler, threads, settings);
+        .env_var(None);
+    let mut calls_fn: fn(&dyn Log, usize) = call;
+    if design != "quelog" {
+        builder = builder.filter(settings.filter.as_deref().unwrap_or("info"));
+    }
+    if design == "q+filter off" {
+        calls_fn = call_filtered_out;
+    }
+    let (handler, listener) = builder.build()?;
+    let results = measure_calls(&handler, calls_fn, threads, settings);
     let dropped = handler.stats().dropped.total();
     let stats = listener.stop()?;
-    let calls = (threads * (settings.warmup + 2 * settings.samples)) as u64;
+    let mut calls = (threads * (settings.warmup + 2 * settings.samples)) as u64;
+    if design == "q+filter off" {
+        calls = 0;
+    }
     if stats.written + dropped != calls {
         return Err(format!(
             "quelog accounting: {calls} calls, {} written, {dropped} dropped",
@@ -379,7 +422,7 @@ fn run_quelog(
         .into());
     }
     std::fs::remove_file(&path)?;
-    let mut row = summarise("quelog", threads, results, ticks_per_ns);
+    let mut row = summarise(design, threads, results, ticks_per_ns);
     row.dropped = Some(dropped);
     Ok(row)
 }
@@ -495,7 +538,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wanted = |design: &str| settings.only.as_deref().is_none_or(|only| only == design);
     for threads in [1, 2] {
         if wanted("quelog") {
-            rows.push(run_quelog(threads, &settings, ticks_per_ns)?);
+            rows.push(run_quelog("quelog", threads, &settings, ticks_per_ns)?);
+        }
+        if settings.filter.is_some() {
+            for design in ["q+filter on", "q+filter off"] {
+                rows.push(run_quelog(design, threads, &settings, ticks_per_ns)?);
+            }
         }
         for design in ["mutex-bufwriter", "write(2)", "fmt-only", "no-op"] {
             if wanted(design) {

@@ -16,6 +16,13 @@ pub enum Error {
     TracingAlreadySet,
     /// A setting is out of range; the text says which and why.
     InvalidConfig(String),
+    /// A directive of [`crate::Builder::filter`] is malformed.
+    InvalidFilter {
+        /// The directive as given (the whole filter if it has none).
+        token: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// A log file could not be opened or created.
     Open {
         /// The path as given.
@@ -79,6 +86,9 @@ impl fmt::Display for Error {
                 f.write_str("a global default tracing subscriber is already set")
             }
             Error::InvalidConfig(why) => write!(f, "invalid quelog configuration: {why}"),
+            Error::InvalidFilter { token, reason } => {
+                write!(f, "invalid quelog filter directive {token:?}: {reason}")
+            }
             Error::Open { path, source } => {
                 write!(f, "cannot open log file {}: {source}", path.display())
             }

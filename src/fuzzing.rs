@@ -289,3 +289,71 @@ mod tests {
         fields_round_trip(&bytes);
     }
 }
+
+/// A reference filter for [`filter_against_reference`]: whether `level` at `target`
+/// is enabled.
+pub type ReferenceFilter = Box<dyn Fn(log::Level, &str) -> bool>;
+
+/// Parses arbitrary bytes as filter directives ([`crate::Builder::filter`]) and
+/// panics unless the result is either a clear error (a non-empty reason, a token
+/// taken from the input) or a filter that agrees with `reference` on every level at
+/// sample targets built from the input. `reference` parses the same text (`None`:
+/// it refuses it); the fuzz target and the replay test pass the `env_filter` crate.
+///
+/// The comparison covers the inputs both accept. quelog refuses some that
+/// env_filter takes: span and field directives (`[`, `]`, `{`, `}`), regex filters
+/// (`/`), whitespace inside a target, an empty target (`=info`), a filter without
+/// directives, more than 256 directives and targets past 512 bytes. Whatever
+/// env_filter refuses, quelog must refuse too.
+pub fn filter_against_reference(data: &[u8], reference: &dyn Fn(&str) -> Option<ReferenceFilter>) {
+    let Ok(spec) = std::str::from_utf8(data) else {
+        return;
+    };
+    let ours = crate::filter::Filter::parse(spec);
+    let theirs = reference(spec);
+    let filter = match (ours, theirs) {
+        (Err(bad), _) => {
+            assert!(!bad.reason.is_empty());
+            assert!(spec.contains(bad.token.as_str()), "{bad:?} not in {spec:?}");
+            return;
+        }
+        (Ok(_), None) => panic!("quelog accepts {spec:?}, which env_filter refuses"),
+        (Ok(filter), Some(theirs)) => (filter, theirs),
+    };
+    let (filter, theirs) = filter;
+    let mut targets: Vec<String> = ["", "a", "other", "x::y", "my_crate::db"]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    for token in spec.split(',') {
+        let name = token.split('=').next().unwrap_or_default().trim();
+        if name.is_empty() || name.len() > 600 {
+            continue;
+        }
+        targets.push(name.to_owned());
+        targets.push(format!("{name}::inner"));
+        targets.push(format!("{name}_more"));
+        let mut shorter = name.to_owned();
+        shorter.pop();
+        targets.push(shorter);
+    }
+    for target in &targets {
+        for level in [
+            log::Level::Error,
+            log::Level::Warn,
+            log::Level::Info,
+            log::Level::Debug,
+            log::Level::Trace,
+        ] {
+            assert_eq!(
+                filter.enabled(level, target),
+                theirs(level, target),
+                "{spec:?} at {level} for {target:?}"
+            );
+        }
+    }
+    // The level `log` is given never hides what the filter passes.
+    for target in &targets {
+        assert!(filter.level_of(target) <= filter.max());
+    }
+}

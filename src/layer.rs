@@ -67,8 +67,9 @@ use crate::subscriber;
 ///
 /// # Level
 ///
-/// `enabled` and `register_callsite` answer by quelog's level, which makes that level
-/// a filter for the whole stack when the layer is added as it is: tracing-subscriber
+/// `enabled` and `register_callsite` answer by quelog's level and filter
+/// ([`crate::Builder::filter`], `RUST_LOG`: per callsite, by target and level), which
+/// makes them a filter for the whole stack when the layer is added as it is: tracing-subscriber
 /// disables, for every layer, what one layer's `enabled` refuses. For other layers to
 /// see more than quelog logs, add this one with a per-layer filter at quelog's level
 /// (or stricter), such as `handler.tracing_layer().with_filter(LevelFilter::INFO)` for

@@ -17,6 +17,14 @@
 //! # Ok::<(), quelog::Error>(())
 //! ```
 //!
+//! # Filters
+//!
+//! [`Builder::filter`] takes env_logger's directives (`"info,my_crate=debug"`; span
+//! and field directives are not supported), and `RUST_LOG` replaces them when set
+//! ([`Builder::env_var`]); a malformed `RUST_LOG` is reported in the log's first line,
+//! never fatal. A record filtered out by level costs `log`'s one atomic load; by
+//! target, a bounded scan of the compiled directives, without lock or allocation.
+//!
 //! # The producer contract
 //!
 //! A log call through quelog (the *producer path*: everything `log::info!` runs on the
@@ -208,6 +216,8 @@
 mod crash;
 mod direct;
 mod error;
+mod filter;
+mod filter_config;
 mod fork;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
@@ -286,6 +296,10 @@ pub struct Builder {
     handle_termination: bool,
     flush_on_panic: bool,
     tracing: bool,
+    /// Directives given with [`Builder::filter`], parsed at build.
+    filter: Option<String>,
+    /// The variable whose directives replace them (default `RUST_LOG`).
+    env_var: Option<String>,
 }
 
 impl Default for Builder {
@@ -308,6 +322,8 @@ impl Builder {
             handle_termination: false,
             flush_on_panic: true,
             tracing: cfg!(feature = "tracing"),
+            filter: None,
+            env_var: Some("RUST_LOG".into()),
         }
     }
 
@@ -439,8 +455,18 @@ impl Builder {
     /// `tracing` feature get the subscriber for the same queue from
     /// `QueueHandler::tracing_subscriber` to set it yourself.
     pub fn build(self) -> Result<(QueueHandler, QueueListener), Error> {
-        let level = self.queue.level;
-        let handler = QueueHandler::new(&self.queue)?;
+        let has_stderr = self.sinks.iter().any(|s| matches!(s, SinkSpec::Stderr(_)));
+        let (filter, warning) = filter_config::resolve(
+            self.filter.as_deref(),
+            self.queue.level,
+            self.env_var.as_deref(),
+            has_stderr,
+        )?;
+        // Sinks without a level of their own take every record the filter passes.
+        let level = filter.max();
+        let handler = QueueHandler {
+            shared: std::sync::Arc::new(queue::Shared::with_filter(&self.queue, filter, warning)?),
+        };
         if self.sinks.is_empty() {
             return Err(Error::InvalidConfig(
                 "no sink: add .file(path), .stderr(level) or .sink(..)".into(),
@@ -472,10 +498,11 @@ impl Builder {
     /// [`Error::AlreadyInstalled`]; if a tracing subscriber is: [`Error::TracingAlreadySet`]
     /// (see [`Builder::tracing`]). Either way nothing is installed.
     pub fn install(self) -> Result<Guard, Error> {
-        let level = self.queue.level;
         let (flush_on_panic, handle_termination) = (self.flush_on_panic, self.handle_termination);
         let tracing = self.tracing;
         let (handler, listener) = self.build()?;
+        // `log`'s own check: the most verbose level any directive enables.
+        let level = handler.level();
         let installed = global::install(handler, listener, tracing)?;
         log::set_max_level(level);
         if flush_on_panic {

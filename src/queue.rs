@@ -48,7 +48,8 @@ pub struct QueueConfig {
     pub capacity: usize,
     /// What producers do when the ring is full.
     pub overflow: Overflow,
-    /// Records above this level are ignored before any work is done.
+    /// Records above this level are ignored before any work is done. With
+    /// [`crate::Builder::filter`] (or `RUST_LOG`), the filter decides instead.
     pub level: LevelFilter,
     /// The most message bytes one record carries; longer messages are cut with a
     /// visible marker and counted. From 64 bytes to 16 MiB; default 64 KiB. Also
@@ -128,7 +129,12 @@ pub(crate) struct Shared {
     pub(crate) scratch: ScratchPool,
     pub(crate) waker: Waker,
     pub(crate) counters: Counters,
+    /// The most verbose level the filter enables: the fast check before it.
     pub(crate) level: LevelFilter,
+    /// Which targets log at which level, compiled at build; immutable.
+    pub(crate) filter: crate::filter::Filter,
+    /// A line for the listener to write first to every sink (a malformed `RUST_LOG`).
+    pub(crate) startup_warning: Option<String>,
     pub(crate) overflow: Overflow,
     pub(crate) max_message: usize,
     /// Slots that records below `Warn` must leave free (the severity reserve).
@@ -164,6 +170,16 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: &QueueConfig) -> Result<Shared, Error> {
+        Shared::with_filter(config, crate::filter::Filter::level(config.level), None)
+    }
+
+    /// A queue whose records pass `filter` (which replaces `config.level`), and whose
+    /// listener writes `startup_warning` first.
+    pub(crate) fn with_filter(
+        config: &QueueConfig,
+        filter: crate::filter::Filter,
+        startup_warning: Option<String>,
+    ) -> Result<Shared, Error> {
         config.validate()?;
         let ring = Ring::with_slots(config.capacity.div_ceil(SLOT_BYTES));
         let max_message = config.max_record.min(ring.max_payload());
@@ -175,7 +191,9 @@ impl Shared {
             scratch: ScratchPool::new(config.scratch_buffers, max_message),
             waker: Waker::new().map_err(|e| Error::InvalidConfig(format!("eventfd: {e}")))?,
             counters: Counters::default(),
-            level: config.level,
+            level: filter.max(),
+            filter,
+            startup_warning,
             overflow: config.overflow,
             max_message,
             reserve_slots,

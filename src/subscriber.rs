@@ -100,12 +100,14 @@ fn level(level: &Level) -> log::Level {
 // the records they queue. They differ only in where span ids, span metadata and the
 // current span come from (quelog's span table and span stack, or the registry's).
 
-/// Whether `handler`'s level takes `meta`.
+/// Whether `handler`'s filter takes `meta` (its level and target).
 pub(crate) fn enabled(handler: &QueueHandler, meta: &Metadata<'_>) -> bool {
-    level(meta.level()) <= handler.level()
+    let shared = &handler.shared;
+    let level = level(meta.level());
+    level <= shared.level && shared.filter.enabled(level, meta.target())
 }
 
-/// The interest of a callsite: the level never changes after the queue is built, so
+/// The interest of a callsite: the filter never changes after the queue is built, so
 /// tracing may cache this per callsite (a disabled event then costs tracing's own
 /// check alone).
 pub(crate) fn interest(handler: &QueueHandler, meta: &'static Metadata<'static>) -> Interest {

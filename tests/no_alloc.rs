@@ -135,6 +135,9 @@ fn installed() -> &'static Installed {
         let guard = quelog::Builder::new()
             .sink(CountingSink(Arc::clone(&seen)), log::LevelFilter::Info)
             .level(log::LevelFilter::Info)
+            // A filter table to scan; its most verbose level is still `Info`.
+            .filter("info,muted=off,muted::loud=warn,other::deep=warn,x=error")
+            .env_var(None)
             .install()
             .expect("install quelog");
         Installed { guard, seen }
@@ -281,6 +284,26 @@ fn log_key_values_allocate_nothing() {
         log::info!(user = "ann", attempts = i, ratio = 0.5, ok = true, tag:? = ("a", 1); "login {}", i);
     });
     assert_allocation_free("log records with key-values", &window);
+}
+
+#[test]
+fn records_a_filter_passes_or_refuses_by_target_allocate_nothing() {
+    let _serial = serial();
+    let window = measure(CALLS, TIME_LIMIT, |i| {
+        if i % 2 == 0 {
+            log::info!(target: "muted::inner", "filtered out {}", i);
+        } else {
+            log::info!(target: "kept::inner", "kept {}", i);
+        }
+    });
+    println!("filtered by target: {window:?}");
+    assert_eq!((window.allocs, window.frees), (0, 0), "{window:?}");
+    assert!(window.calls >= CALLS / 10, "{window:?}");
+    assert_eq!(
+        window.enqueued + window.dropped,
+        window.calls / 2,
+        "{window:?}"
+    );
 }
 
 #[test]

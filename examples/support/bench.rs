@@ -85,6 +85,8 @@ pub struct Settings {
     pub capacity_mib: usize,
     /// Run only this design (for profiling).
     pub only: Option<String>,
+    /// quelog's filter directives (`Builder::filter`), for the filtered rows.
+    pub filter: Option<String>,
 }
 
 impl Settings {
@@ -95,12 +97,17 @@ impl Settings {
             warmup: 20_000,
             capacity_mib,
             only: None,
+            filter: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             let value = args.next().ok_or(format!("{flag} needs a value"))?;
             if flag == "--only" {
                 settings.only = Some(value);
+                continue;
+            }
+            if flag == "--filter" {
+                settings.filter = Some(value);
                 continue;
             }
             let value: usize = value
@@ -112,7 +119,7 @@ impl Settings {
                 "--capacity-mib" => settings.capacity_mib = value,
                 _ => {
                     return Err(format!(
-                        "unknown flag {flag} (--samples N, --warmup N, --capacity-mib N, --only DESIGN)"
+                        "unknown flag {flag} (--samples N, --warmup N, --capacity-mib N, --only DESIGN, --filter DIRECTIVES)"
                     ))
                 }
             }

@@ -215,7 +215,8 @@ impl QueueHandler {
         self.shared.stats()
     }
 
-    /// The level above which records are ignored.
+    /// The level above which records are ignored: with a filter, the most verbose
+    /// level any of its directives enables.
     pub fn level(&self) -> LevelFilter {
         self.shared.level
     }
@@ -276,7 +277,13 @@ fn write_after_stop(level: log::Level, target: &str, message: &[u8]) {
 
 impl log::Log for QueueHandler {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        // The level first (a plain compare); the target table only for a record at a
+        // level some directive enables.
         metadata.level() <= self.shared.level
+            && self
+                .shared
+                .filter
+                .enabled(metadata.level(), metadata.target())
     }
 
     fn log(&self, record: &Record<'_>) {

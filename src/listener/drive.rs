@@ -58,6 +58,19 @@ pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerCon
         last_sync: Instant::now(),
         config,
     };
+    if let Some(text) = &shared.startup_warning {
+        // Before any record: a malformed `RUST_LOG` is the first thing each sink says.
+        for (slot, &layout) in listener.sinks.iter_mut().zip(&listener.sink_layout) {
+            let mut line = Vec::new();
+            super::notice::push_notice(
+                &mut listener.layouts[layout],
+                log::Level::Warn,
+                text,
+                &mut line,
+            );
+            slot.push_notice_bytes(&line);
+        }
+    }
     listener.run();
 }
 
