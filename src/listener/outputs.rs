@@ -319,12 +319,17 @@ fn guarded<T>(counters: &Counters, call: impl FnOnce() -> io::Result<T>) -> io::
     })
 }
 
-/// Sets the descriptor and level the fatal-signal drain writes with: the first sink
-/// that has a descriptor (a [`crate::FileSink`]), or none.
+/// Sets the descriptor and level the fatal-signal drain (and a forked child) writes
+/// with: the first text sink that has a descriptor (a [`crate::FileSink`]), else the
+/// first JSON one (those direct lines are text: a known gap), or none.
 pub(super) fn publish_crash_fd(shared: &Shared, sinks: &[SinkSlot]) {
-    let found = sinks
-        .iter()
-        .find_map(|slot| slot.sink.raw_fd().map(|fd| (fd, slot.level)));
+    let with_fd = |text: bool| {
+        sinks
+            .iter()
+            .filter(|slot| matches!(slot.layout, LayoutSpec::Text { .. }) == text)
+            .find_map(|slot| slot.sink.raw_fd().map(|fd| (fd, slot.level)))
+    };
+    let found = with_fd(true).or_else(|| with_fd(false));
     let (fd, level) = found.unwrap_or((-1, LevelFilter::Off));
     shared.crash_level.store(level as usize, Ordering::Relaxed);
     shared.crash_fd.store(fd, Ordering::Relaxed);
