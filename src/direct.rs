@@ -56,10 +56,6 @@ impl<const N: usize> StackWriter<N> {
         }
     }
 
-    pub(crate) fn push_byte(&mut self, byte: u8) {
-        self.push(&[byte]);
-    }
-
     /// Appends `bytes`, escaping control characters as the regular text format does.
     pub(crate) fn push_escaped(&mut self, bytes: &[u8]) {
         push_escaped(self, bytes);
@@ -173,25 +169,25 @@ pub(crate) fn push_decimal<O: Out + ?Sized>(out: &mut O, value: u64, width: usiz
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for nanoseconds since the Unix epoch, computed by
 /// hand (the proleptic Gregorian calendar, UTC).
-pub(crate) fn timestamp<const N: usize>(out: &mut StackWriter<N>, nanos: u64) {
+pub(crate) fn timestamp<O: Out + ?Sized>(out: &mut O, nanos: u64) {
     let seconds = nanos / 1_000_000_000;
     let micros = (nanos % 1_000_000_000) / 1_000;
     let (year, month, day) = civil_from_days(seconds / 86_400);
     let in_day = seconds % 86_400;
     push_decimal(out, year, 4);
-    out.push_byte(b'-');
+    out.put(b"-");
     push_decimal(out, month, 2);
-    out.push_byte(b'-');
+    out.put(b"-");
     push_decimal(out, day, 2);
-    out.push_byte(b'T');
+    out.put(b"T");
     push_decimal(out, in_day / 3600, 2);
-    out.push_byte(b':');
+    out.put(b":");
     push_decimal(out, in_day / 60 % 60, 2);
-    out.push_byte(b':');
+    out.put(b":");
     push_decimal(out, in_day % 60, 2);
-    out.push_byte(b'.');
+    out.put(b".");
     push_decimal(out, micros, 6);
-    out.push_byte(b'Z');
+    out.put(b"Z");
 }
 
 /// Year, month (1-12) and day (1-31) of the day `days` after 1970-01-01.

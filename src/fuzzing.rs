@@ -32,6 +32,200 @@ pub fn decode_and_format(data: &[u8]) {
     assert!(std::str::from_utf8(&out).is_ok());
 }
 
+/// A record built from fuzz input, formatted in every JSON style, with what a JSON
+/// parser must read back from each line. The check itself (with a real parser) lives
+/// with the fuzz target and the tests: `fuzz/json_check.rs`.
+#[derive(Debug, Default)]
+pub struct JsonCase {
+    /// One line per style: quelog's keys, ECS, Google Cloud; each must be one JSON
+    /// object ending in `\n`.
+    pub lines: Vec<Vec<u8>>,
+    /// The key of the message in each line.
+    pub message_keys: Vec<&'static str>,
+    /// The message, as it must read back (invalid UTF-8 replaced).
+    pub message: String,
+    /// The string fields (name, value) in order, as they must read back: each under
+    /// its name, or `fields.<name>` (`fields.<name>#N`) when that was taken.
+    pub strings: Vec<(String, String)>,
+    /// More lines that must parse (the input decoded as a raw record, when it
+    /// decodes), without expectations about their content.
+    pub other_lines: Vec<Vec<u8>>,
+}
+
+/// Key names the fuzz input can pick by index, to collide with the layouts' own.
+const FUZZ_NAMES: [&str; 12] = [
+    "message",
+    "timestamp",
+    "level",
+    "target",
+    "spans",
+    "quelog",
+    "fields.message",
+    "@timestamp",
+    "severity",
+    "name",
+    "log.level",
+    "thread_id",
+];
+
+/// Reads the fuzz input: length-prefixed chunks, numbers, flags; zeros past its end.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn byte(&mut self) -> u8 {
+        let (first, rest) = self.0.split_first().map_or((0, &[][..]), |(f, r)| (*f, r));
+        self.0 = rest;
+        first
+    }
+    fn chunk(&mut self) -> &'a [u8] {
+        let len = usize::from(self.byte()).min(self.0.len());
+        let (now, rest) = self.0.split_at(len);
+        self.0 = rest;
+        now
+    }
+    fn u64(&mut self) -> u64 {
+        (0..8).fold(0, |n, _| n << 8 | u64::from(self.byte()))
+    }
+    fn name(&mut self) -> String {
+        let pick = self.byte();
+        match FUZZ_NAMES.get(usize::from(pick)) {
+            Some(name) => (*name).to_owned(),
+            None => {
+                let name = String::from_utf8_lossy(self.chunk()).into_owned();
+                crate::handler::clip(&name, crate::record::fields::MAX_NAME).to_owned()
+            }
+        }
+    }
+}
+
+/// Builds a record (message, target, thread name, file and line, typed fields of
+/// every kind with arbitrary strings, a span chain) from `data` and formats it with
+/// every JSON style. Also formats `data` decoded as a raw record, when it decodes.
+pub fn format_json(data: &[u8]) -> JsonCase {
+    use crate::layout::{JsonFormatter, JsonStyle};
+    use crate::record::fields::Encoder;
+
+    let mut input = Cursor(data);
+    let flags = input.byte();
+    let message = input.chunk();
+    let target = String::from_utf8_lossy(input.chunk()).into_owned();
+    let thread = String::from_utf8_lossy(input.chunk()).into_owned();
+    let file = String::from_utf8_lossy(input.chunk()).into_owned();
+    let mut spans = Spans::default();
+    let span_count = (flags >> 4) & 3;
+    for id in 1..=u64::from(span_count) {
+        let name = input.chunk();
+        let mut fields = Vec::new();
+        let mut encoder = Encoder::new(&mut fields);
+        encoder.span_context(id);
+        encoder.span_parent(id - 1);
+        let field_name = input.name();
+        encoder.str_bytes(&field_name, input.chunk());
+        let view = json_view(name, "span", &fields, record::Kind::SpanNew, flags);
+        spans.apply(&view);
+    }
+    let mut fields = Vec::new();
+    let mut encoder = Encoder::new(&mut fields);
+    if span_count > 0 {
+        encoder.span_context(u64::from(span_count));
+    }
+    let mut strings = Vec::new();
+    while !input.0.is_empty() {
+        let kind = input.byte();
+        let name = input.name();
+        match kind % 9 {
+            0 => encoder.i64(&name, input.u64() as i64),
+            1 => encoder.u64(&name, input.u64()),
+            2 => encoder.i128(&name, (i128::from(input.u64() as i64)) << (kind % 64)),
+            3 => encoder.u128(&name, u128::from(input.u64()) << (kind % 64)),
+            4 => encoder.f64(&name, f64::from_bits(input.u64())),
+            5 => encoder.bool(&name, kind & 16 != 0),
+            6 => {
+                let text = String::from_utf8_lossy(input.chunk()).into_owned();
+                encoder.debug(&name, &text);
+            }
+            7 => {
+                let text = String::from_utf8_lossy(input.chunk()).into_owned();
+                encoder.display(&name, &text);
+                strings.push((name, text));
+            }
+            _ => {
+                let value = input.chunk();
+                encoder.str_bytes(&name, value);
+                strings.push((name, String::from_utf8_lossy(value).into_owned()));
+            }
+        }
+    }
+    let mut view = json_view(message, &target, &fields, record::Kind::Event, flags);
+    view.file = (flags & 1 != 0).then_some(file.as_str());
+    view.line = (flags & 2 != 0).then_some(u32::from(flags));
+    let thread = (flags & 4 != 0).then_some(thread.as_str());
+    let mut case = JsonCase {
+        message: String::from_utf8_lossy(message).into_owned(),
+        strings,
+        ..JsonCase::default()
+    };
+    for (style, key) in [
+        (JsonStyle::Plain, "message"),
+        (JsonStyle::Ecs, "message"),
+        (JsonStyle::Gcp, "message"),
+    ] {
+        let mut line = Vec::new();
+        JsonFormatter::new(style, flags & 8 != 0).write(&view, thread, Some(&mut spans), &mut line);
+        case.lines.push(line);
+        case.message_keys.push(key);
+    }
+    if let Some(raw) = record::decode(data) {
+        let mut spans = Spans::default();
+        if !spans.apply(&raw) {
+            let mut line = Vec::new();
+            JsonFormatter::new(JsonStyle::Plain, true).write(
+                &raw,
+                Some("t"),
+                Some(&mut spans),
+                &mut line,
+            );
+            case.other_lines.push(line);
+        }
+    }
+    case
+}
+
+/// An event or span record for [`format_json`].
+fn json_view<'a>(
+    message: &'a [u8],
+    target: &'a str,
+    fields: &'a [u8],
+    kind: record::Kind,
+    flags: u8,
+) -> record::RecordView<'a> {
+    record::RecordView {
+        timestamp_nanos: u64::from(flags).wrapping_mul(0x0123_4567_89ab_cdef),
+        thread_id: u32::from(flags),
+        level: [
+            log::Level::Error,
+            log::Level::Warn,
+            log::Level::Info,
+            log::Level::Debug,
+            log::Level::Trace,
+        ]
+        .get(usize::from(flags % 5))
+        .copied()
+        .unwrap_or(log::Level::Info),
+        target,
+        module_path: None,
+        file: None,
+        line: None,
+        message,
+        message_full_len: (message.len() as u32).saturating_add(u32::from(flags >> 7)),
+        nested: false,
+        format_error: flags & 64 != 0,
+        kind,
+        fields,
+        fields_cut: flags & 32 != 0,
+    }
+}
+
 /// What the model expects of a record between claim and pop.
 struct ModelRecord {
     id: usize,

@@ -25,6 +25,23 @@
 //! never fatal. A record filtered out by level costs `log`'s one atomic load; by
 //! target, a bounded scan of the compiled directives, without lock or allocation.
 //!
+//! # Outputs and formats
+//!
+//! Each [`Output`] (a file, standard error, standard output, a [`Sink`] of your own)
+//! has its [`Format`] (text, or JSON lines with quelog's, Elastic's or Google
+//! Cloud's keys) and level:
+//!
+//! ```no_run
+//! use quelog::{Builder, Format, LevelFilter, Output};
+//!
+//! let guard = Builder::new()
+//!     .level(LevelFilter::Debug)
+//!     .stderr(LevelFilter::Warn)
+//!     .output(Output::file("logs/app.json").format(Format::Json))
+//!     .install()?;
+//! # Ok::<(), quelog::Error>(())
+//! ```
+//!
 //! # The producer contract
 //!
 //! A log call through quelog (the *producer path*: everything `log::info!` runs on the
@@ -122,6 +139,7 @@
 //!   line with a newline.
 //! * **Fatal signals**, with [`Builder::drain_on_crash`]: SIGSEGV, SIGBUS, SIGILL,
 //!   SIGFPE and SIGABRT write the records still in the ring to the first file sink
+//!   (the first text one, if any: these lines are text)
 //!   (`write(2)`, no allocation, UTC timestamps, thread id without name) and fsync it,
 //!   with a last line `quelog: fatal signal 6 (SIGABRT): the crash handler wrote N
 //!   records left in the queue`; then the signal ends the process. The drain writes
@@ -191,8 +209,8 @@
 //! `pthread_atfork` handler counts forks; a log call compares that count with its
 //! queue's, one relaxed load), and in the child records skip the ring: each is
 //! formatted on the calling thread, still without lock or allocation, and written to
-//! the first file sink with one `write(2)`, at that sink's level (without a file
-//! sink, to standard error). Lines up to 1 KiB are one write, so with `O_APPEND` they
+//! the first file sink (the first text one, if any: these lines are text) with one
+//! `write(2)`, at that sink's level (without a file sink, to standard error). Lines up to 1 KiB are one write, so with `O_APPEND` they
 //! interleave whole with the parent's. There is no group commit: a system call per
 //! record, done before the log call returns. [`Guard::flush`] syncs the file
 //! (`fdatasync`) and never waits; dropping the guard, [`Guard::stop`], [`shutdown`]
@@ -228,6 +246,7 @@ mod handler;
 mod layer;
 mod layout;
 mod listener;
+mod output;
 mod queue;
 mod record;
 mod ring;
@@ -258,18 +277,12 @@ pub use handler::QueueHandler;
 pub use layer::TracingLayer;
 pub use listener::{ListenerConfig, QueueListener, SyncPolicy};
 pub use log::LevelFilter;
+pub use output::{Format, Output};
 pub use queue::{Overflow, QueueConfig};
-pub use sink::{FileSink, Sink, StderrSink};
+pub use sink::{FileSink, Sink, StderrSink, StdoutSink};
 pub use stats::{Dropped, SpanStats, Stats, SyncLatency};
 #[cfg(feature = "tracing")]
 pub use subscriber::TracingSubscriber;
-
-/// Where a configured sink writes, before it is opened.
-enum SinkSpec {
-    File(PathBuf, Option<LevelFilter>),
-    Stderr(Option<LevelFilter>),
-    Custom(Box<dyn Sink>, Option<LevelFilter>),
-}
 
 /// Sets up a queue, its listener and sinks, and installs it as the global `log`
 /// logger.
@@ -291,7 +304,7 @@ enum SinkSpec {
 pub struct Builder {
     queue: QueueConfig,
     listener: ListenerConfig,
-    sinks: Vec<SinkSpec>,
+    sinks: Vec<Output>,
     drain_on_crash: bool,
     handle_termination: bool,
     flush_on_panic: bool,
@@ -327,30 +340,44 @@ impl Builder {
         }
     }
 
-    /// Appends to the file at `path` (created with its parent directories), at the
-    /// global level.
-    pub fn file(mut self, path: impl Into<PathBuf>) -> Builder {
-        self.sinks.push(SinkSpec::File(path.into(), None));
+    /// Adds an output: a file, standard error or output, or a sink of your own, each
+    /// with its format and level (see [`Output`] for the everyday set-ups).
+    ///
+    /// ```no_run
+    /// use quelog::{Builder, Format, Output};
+    ///
+    /// let guard = Builder::new()
+    ///     .output(Output::file("logs/app.json").format(Format::Json))
+    ///     .install()?;
+    /// # Ok::<(), quelog::Error>(())
+    /// ```
+    pub fn output(mut self, output: Output) -> Builder {
+        self.sinks.push(output);
         self
     }
 
-    /// Appends to the file at `path`, only records at `level` or more severe.
-    pub fn file_with_level(mut self, path: impl Into<PathBuf>, level: LevelFilter) -> Builder {
-        self.sinks.push(SinkSpec::File(path.into(), Some(level)));
-        self
+    /// Appends text to the file at `path` (created with its parent directories), at
+    /// the global level: `.output(Output::file(path))`.
+    pub fn file(self, path: impl Into<PathBuf>) -> Builder {
+        self.output(Output::file(path))
     }
 
-    /// Also writes records at `level` or more severe to standard error.
-    pub fn stderr(mut self, level: LevelFilter) -> Builder {
-        self.sinks.push(SinkSpec::Stderr(Some(level)));
-        self
+    /// Appends text to the file at `path`, only records at `level` or more severe:
+    /// `.output(Output::file(path).level(level))`.
+    pub fn file_with_level(self, path: impl Into<PathBuf>, level: LevelFilter) -> Builder {
+        self.output(Output::file(path).level(level))
     }
 
-    /// Adds a sink of your own, with its level filter.
-    pub fn sink(mut self, sink: impl Sink + 'static, level: LevelFilter) -> Builder {
-        self.sinks
-            .push(SinkSpec::Custom(Box::new(sink), Some(level)));
-        self
+    /// Also writes records at `level` or more severe to standard error, as text:
+    /// `.output(Output::stderr().level(level))`.
+    pub fn stderr(self, level: LevelFilter) -> Builder {
+        self.output(Output::stderr().level(level))
+    }
+
+    /// Adds a sink of your own, with its level filter, as text:
+    /// `.output(Output::sink(sink).level(level))`.
+    pub fn sink(self, sink: impl Sink + 'static, level: LevelFilter) -> Builder {
+        self.output(Output::sink(sink).level(level))
     }
 
     /// When to sync (default [`SyncPolicy::EveryBatch`]).
@@ -455,7 +482,7 @@ impl Builder {
     /// `tracing` feature get the subscriber for the same queue from
     /// `QueueHandler::tracing_subscriber` to set it yourself.
     pub fn build(self) -> Result<(QueueHandler, QueueListener), Error> {
-        let has_stderr = self.sinks.iter().any(|s| matches!(s, SinkSpec::Stderr(_)));
+        let has_stderr = self.sinks.iter().any(Output::is_stderr);
         let (filter, warning) = filter_config::resolve(
             self.filter.as_deref(),
             self.queue.level,
@@ -469,22 +496,10 @@ impl Builder {
         };
         if self.sinks.is_empty() {
             return Err(Error::InvalidConfig(
-                "no sink: add .file(path), .stderr(level) or .sink(..)".into(),
+                "no sink: add .output(..), .file(path), .stderr(level) or .sink(..)".into(),
             ));
         }
-        let mut sinks: Vec<(Box<dyn Sink>, LevelFilter)> = Vec::new();
-        for spec in self.sinks {
-            sinks.push(match spec {
-                SinkSpec::File(path, sink_level) => {
-                    (Box::new(FileSink::open(path)?), sink_level.unwrap_or(level))
-                }
-                SinkSpec::Stderr(sink_level) => {
-                    (Box::new(StderrSink::new()), sink_level.unwrap_or(level))
-                }
-                SinkSpec::Custom(sink, sink_level) => (sink, sink_level.unwrap_or(level)),
-            });
-        }
-        let listener = QueueListener::start(&handler, sinks, self.listener)?;
+        let listener = QueueListener::start_outputs_at(&handler, self.sinks, level, self.listener)?;
         if self.drain_on_crash {
             crash::install(&handler.shared)?;
         }

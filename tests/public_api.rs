@@ -52,6 +52,8 @@ fn a_users_build_has_no_test_machinery_and_configs_grow_without_breaking_users()
             listener.shutdown_timeout = std::time::Duration::from_secs(1);
             let _ = quelog::Builder::new().shutdown_timeout(listener.shutdown_timeout);
             let _ = quelog::QueueHandler::new(&queue);
+            let _ = quelog::Builder::new()
+                .output(quelog::Output::stdout().format(quelog::Format::Json).level(log::LevelFilter::Warn));
         }"#,
     )
     .expect("the control crate must build: the harness itself is broken");
@@ -78,7 +80,12 @@ fn a_users_build_has_no_test_machinery_and_configs_grow_without_breaking_users()
             "RecordView",
         ),
         ("decode", "let _ = quelog::decode_record;", "decode_record"),
-        ("format", "let _ = quelog::Format::Text;", "Format"),
+        (
+            "format-match",
+            "match quelog::Format::Text { quelog::Format::Text | quelog::Format::Json \
+             | quelog::Format::JsonEcs | quelog::Format::JsonGcp => {} }",
+            "non-exhaustive",
+        ),
         (
             "queue-literal",
             "let _ = quelog::QueueConfig { capacity: 1024, ..Default::default() };",

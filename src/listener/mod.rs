@@ -71,6 +71,7 @@ use log::LevelFilter;
 
 use crate::error::Error;
 use crate::handler::QueueHandler;
+use crate::output::Output;
 use crate::queue::{Control, Shared};
 use crate::sink::Sink;
 use crate::stats::{Counters, Stats};
@@ -178,6 +179,57 @@ impl QueueListener {
         sinks: Vec<(Box<dyn Sink>, LevelFilter)>,
         config: ListenerConfig,
     ) -> Result<QueueListener, Error> {
+        let layout = crate::layout::LayoutSpec::Text {
+            local_time: config.local_time,
+        };
+        let slots = sinks
+            .into_iter()
+            .map(|(sink, level)| SinkSlot::new(sink, level, layout))
+            .collect();
+        QueueListener::start_slots(handler, slots, config)
+    }
+
+    /// [`QueueListener::start`] with [`Output`]s: each opened (a file that cannot be
+    /// opened is the error), with its own format and level (without one: every record
+    /// the queue takes).
+    ///
+    /// ```
+    /// use quelog::{Format, ListenerConfig, Output, QueueConfig, QueueHandler, QueueListener};
+    ///
+    /// let handler = QueueHandler::new(&QueueConfig::default())?;
+    /// let listener = QueueListener::start_outputs(
+    ///     &handler,
+    ///     vec![Output::stderr().format(Format::Json)],
+    ///     ListenerConfig::default(),
+    /// )?;
+    /// listener.stop()?;
+    /// # Ok::<(), quelog::Error>(())
+    /// ```
+    pub fn start_outputs(
+        handler: &QueueHandler,
+        outputs: Vec<Output>,
+        config: ListenerConfig,
+    ) -> Result<QueueListener, Error> {
+        QueueListener::start_outputs_at(handler, outputs, LevelFilter::Trace, config)
+    }
+
+    /// [`QueueListener::start_outputs`], `default_level` for outputs without a level.
+    pub(crate) fn start_outputs_at(
+        handler: &QueueHandler,
+        outputs: Vec<Output>,
+        default_level: LevelFilter,
+        config: ListenerConfig,
+    ) -> Result<QueueListener, Error> {
+        let slots = open_outputs(outputs, default_level, config.local_time)?;
+        QueueListener::start_slots(handler, slots, config)
+    }
+
+    /// Starts the listener thread with sinks ready to be served.
+    fn start_slots(
+        handler: &QueueHandler,
+        slots: Vec<SinkSlot>,
+        config: ListenerConfig,
+    ) -> Result<QueueListener, Error> {
         let shared = Arc::clone(&handler.shared);
         if shared.ring.is_closed() {
             return Err(Error::ListenerStopped);
@@ -190,13 +242,6 @@ impl QueueListener {
             return Err(Error::AlreadyListening);
         }
         shared.set_shutdown_timeout(config.shutdown_timeout);
-        let layout = crate::layout::LayoutSpec::Text {
-            local_time: config.local_time,
-        };
-        let slots: Vec<SinkSlot> = sinks
-            .into_iter()
-            .map(|(sink, level)| SinkSlot::new(sink, level, layout))
-            .collect();
         // No consumer runs on this ring now (the flag above), so the crash drain's
         // descriptor may be set without the consuming token; the sinks it names live
         // until the listener ends, which resets it.
@@ -299,6 +344,22 @@ impl Drop for QueueListener {
     fn drop(&mut self) {
         let _ = self.stop_within(Some(self.shutdown_timeout));
     }
+}
+
+/// Opens `outputs` into sink slots, `default_level` for those without a level.
+fn open_outputs(
+    outputs: Vec<Output>,
+    default_level: LevelFilter,
+    local_time: bool,
+) -> Result<Vec<SinkSlot>, Error> {
+    outputs
+        .into_iter()
+        .map(|output| {
+            let level = output.level_or(default_level);
+            let layout = output.layout(local_time);
+            Ok(SinkSlot::new(output.open()?, level, layout))
+        })
+        .collect()
 }
 
 /// A stop ran out of time: takes the ring from the listener for good, counts what it

@@ -176,11 +176,15 @@ impl<'s, S: FieldSink + ?Sized> Encoder<'s, S> {
     }
 
     pub(crate) fn str(&mut self, name: &str, value: &str) {
+        self.str_bytes(name, value.as_bytes());
+    }
+
+    /// A string value from bytes: the handler passes UTF-8 only; the fuzz entry points
+    /// pass anything, as a layout must survive it.
+    pub(crate) fn str_bytes(&mut self, name: &str, value: &[u8]) {
         let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
         self.entry(|s| {
-            Self::named(s, TAG_STR, name)
-                && s.try_append(&len.to_le_bytes())
-                && s.try_append(value.as_bytes())
+            Self::named(s, TAG_STR, name) && s.try_append(&len.to_le_bytes()) && s.try_append(value)
         });
     }
 

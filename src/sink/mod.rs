@@ -4,10 +4,12 @@
 
 mod file;
 mod stderr;
+mod stdout;
 
 pub use file::FileSink;
 pub(crate) use stderr::write_stderr_if_ready;
 pub use stderr::StderrSink;
+pub use stdout::StdoutSink;
 
 use std::io;
 use std::os::fd::RawFd;

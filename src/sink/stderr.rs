@@ -18,25 +18,33 @@ impl StderrSink {
 }
 
 impl Sink for StderrSink {
-    fn write_batch(&mut self, mut batch: &[u8]) -> io::Result<()> {
-        while !batch.is_empty() {
-            // SAFETY: writes from a live slice; the length is the slice's.
-            let n = unsafe { libc::write(libc::STDERR_FILENO, batch.as_ptr().cast(), batch.len()) };
-            if n < 0 {
-                let error = io::Error::last_os_error();
-                if error.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(error);
-            }
-            batch = batch.get(n as usize..).unwrap_or_default();
-        }
-        Ok(())
+    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+        write_all_fd(libc::STDERR_FILENO, batch)
     }
 
     fn sync(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Writes all of `batch` to descriptor `fd`, retrying after EINTR and short writes.
+pub(super) fn write_all_fd(fd: libc::c_int, mut batch: &[u8]) -> io::Result<()> {
+    while !batch.is_empty() {
+        // SAFETY: writes from a live slice; the length is the slice's.
+        let n = unsafe { libc::write(fd, batch.as_ptr().cast(), batch.len()) };
+        if n < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        batch = batch.get(n as usize..).unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// Writes `parts` to standard error with one `writev(2)`, only if it can take them
