@@ -334,3 +334,41 @@ pub(super) fn publish_crash_fd(shared: &Shared, sinks: &[SinkSlot]) {
     shared.crash_level.store(level as usize, Ordering::Relaxed);
     shared.crash_fd.store(fd, Ordering::Relaxed);
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::JsonStyle;
+    use crate::sink::FileSink;
+
+    fn dir() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("quelog-crash-fd-{}", std::process::id()))
+    }
+
+    fn file_slot(name: &str, layout: LayoutSpec) -> (SinkSlot, i32) {
+        let dir = dir();
+        let sink = FileSink::open(dir.join(name)).unwrap();
+        let fd = sink.raw_fd().unwrap();
+        (SinkSlot::new(Box::new(sink), LevelFilter::Info, layout), fd)
+    }
+
+    #[test]
+    fn the_crash_drain_prefers_a_text_file_to_a_json_one() {
+        let shared = Shared::new(&crate::queue::QueueConfig::default()).unwrap();
+        let json = LayoutSpec::Json {
+            style: JsonStyle::Plain,
+            source: false,
+        };
+        let text = LayoutSpec::Text { local_time: false };
+        let (first, json_fd) = file_slot("a.json", json);
+        let (second, text_fd) = file_slot("b.log", text);
+        let mut slots = vec![first, second];
+        publish_crash_fd(&shared, &slots);
+        assert_eq!(shared.crash_fd.load(Ordering::Relaxed), text_fd);
+        slots.truncate(1);
+        publish_crash_fd(&shared, &slots);
+        assert_eq!(shared.crash_fd.load(Ordering::Relaxed), json_fd);
+        drop(slots);
+        let _ = std::fs::remove_dir_all(dir());
+    }
+}
