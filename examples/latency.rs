@@ -91,7 +91,7 @@ use quelog::SyncPolicy;
 
 #[path = "support/bench.rs"]
 mod bench;
-use bench::{calibrate, empty_pair_median, thread_minflt, ticks, Settings};
+use bench::{calibrate, empty_pair_median, quantiles_ns, thread_minflt, ticks, Settings};
 
 // ---------------------------------------------------------------------------------
 // The log call under test.
@@ -363,16 +363,11 @@ fn summarise(
 ) -> Row {
     let throughput = results.iter().map(|r| r.throughput).sum::<f64>() / threads as f64;
     let minflt = results.iter().map(|r| r.minflt).sum();
-    let mut all: Vec<u64> = results.into_iter().flat_map(|r| r.samples).collect();
-    all.sort_unstable();
-    let at = |p: f64| {
-        let rank = ((p * all.len() as f64).ceil() as usize).clamp(1, all.len());
-        all[rank - 1] as f64 / ticks_per_ns
-    };
+    let all: Vec<u64> = results.into_iter().flat_map(|r| r.samples).collect();
     Row {
         design,
         threads,
-        percentiles: [at(0.50), at(0.90), at(0.99), at(0.999), at(1.0)],
+        percentiles: quantiles_ns(all, ticks_per_ns, [0.50, 0.90, 0.99, 0.999, 1.0]),
         throughput,
         minflt,
         dropped: None,

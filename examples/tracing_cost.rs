@@ -92,7 +92,8 @@ impl Settings {
 #[path = "support/bench.rs"]
 mod bench;
 use bench::{
-    calibrate, empty_ticks_pair_median as empty_pair_median, thread_minflt, ticks, Settings,
+    calibrate, empty_ticks_pair_median as empty_pair_median, quantiles_ns, thread_minflt, ticks,
+    Settings,
 };
 
 // ---------------------------------------------------------------------------------
@@ -211,17 +212,12 @@ fn summarise(
 ) -> Row {
     let throughput = phases.iter().map(|p| p.throughput).sum::<f64>() / threads as f64;
     let minflt = phases.iter().map(|p| p.minflt).sum();
-    let mut all: Vec<u64> = phases.into_iter().flat_map(|p| p.samples).collect();
-    all.sort_unstable();
-    let at = |p: f64| {
-        let rank = ((p * all.len() as f64).ceil() as usize).clamp(1, all.len());
-        all[rank - 1] as f64 / ticks_per_ns
-    };
+    let all: Vec<u64> = phases.into_iter().flat_map(|p| p.samples).collect();
     Row {
         design,
         threads,
         disabled,
-        percentiles: [at(0.50), at(0.99), at(0.999), at(1.0)],
+        percentiles: quantiles_ns(all, ticks_per_ns, [0.50, 0.99, 0.999, 1.0]),
         throughput,
         minflt,
         dropped: None,

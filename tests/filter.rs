@@ -35,13 +35,7 @@ fn in_child(test_name: &str, env: &[(&str, &str)], scenario: impl FnOnce()) -> O
         command.env(key, value);
     }
     let run = child::in_child(test_name, Some(command), WATCH, scenario)?;
-    for line in run
-        .lines
-        .iter()
-        .filter_map(|l| l.find("MEASURED ").map(|at| &l[at..]))
-    {
-        println!("{test_name}: {line}");
-    }
+    child::echo_measured(test_name, &run);
     Some(run)
 }
 

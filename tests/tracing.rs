@@ -39,14 +39,7 @@ fn in_child(test_name: &str, scenario: impl FnOnce()) -> Option<Run> {
 
 fn in_child_watched(test_name: &str, watch: Watch, scenario: impl FnOnce()) -> Option<Run> {
     let run = child::in_child(test_name, None, watch, scenario)?;
-    // libtest may have printed "test name ... " on the same line.
-    for line in run
-        .lines
-        .iter()
-        .filter_map(|l| l.find("MEASURED ").map(|at| &l[at..]))
-    {
-        println!("{test_name}: {line}");
-    }
+    child::echo_measured(test_name, &run);
     Some(run)
 }
 

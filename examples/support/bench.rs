@@ -127,3 +127,19 @@ impl Settings {
         Ok(settings)
     }
 }
+
+/// The values at quantiles `at` (0.5 for the median, 1.0 for the max) of `samples` in
+/// ticks, in nanoseconds; nearest rank, so every value is one that was measured.
+pub fn quantiles_ns<const N: usize>(
+    mut samples: Vec<u64>,
+    ticks_per_ns: f64,
+    at: [f64; N],
+) -> [f64; N] {
+    samples.sort_unstable();
+    at.map(|p| {
+        let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len().max(1));
+        samples
+            .get(rank - 1)
+            .map_or(0.0, |&t| t as f64 / ticks_per_ns)
+    })
+}

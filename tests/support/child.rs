@@ -382,3 +382,16 @@ pub fn in_child(
         }
     }
 }
+
+/// Prints the `MEASURED ...` lines a child reported, prefixed with the test's name, so
+/// `cargo test -- --nocapture` shows the numbers (libtest may have printed
+/// "test name ... " on the same line in front of them).
+pub fn echo_measured(test_name: &str, run: &Run) {
+    for line in run
+        .lines
+        .iter()
+        .filter_map(|l| l.find("MEASURED ").map(|at| &l[at..]))
+    {
+        println!("{test_name}: {line}");
+    }
+}
