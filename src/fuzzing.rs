@@ -202,16 +202,9 @@ fn json_view<'a>(
     record::RecordView {
         timestamp_nanos: u64::from(flags).wrapping_mul(0x0123_4567_89ab_cdef),
         thread_id: u32::from(flags),
-        level: [
-            log::Level::Error,
-            log::Level::Warn,
-            log::Level::Info,
-            log::Level::Debug,
-            log::Level::Trace,
-        ]
-        .get(usize::from(flags % 5))
-        .copied()
-        .unwrap_or(log::Level::Info),
+        level: log::Level::iter()
+            .nth(usize::from(flags % 5))
+            .unwrap_or(log::Level::Info),
         target,
         module_path: None,
         file: None,
@@ -403,13 +396,7 @@ mod tests {
 
     /// xorshift64*: deterministic inputs without a dependency.
     fn inputs(count: usize, max_len: usize) -> impl Iterator<Item = Vec<u8>> {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        };
+        let mut next = pseudo_random();
         (0..count).map(move |_| {
             let len = (next() as usize) % max_len;
             (0..len).map(|_| next() as u8).collect()
@@ -488,6 +475,29 @@ mod tests {
 /// is enabled.
 pub type ReferenceFilter = Box<dyn Fn(log::Level, &str) -> bool>;
 
+/// The `env_filter` crate's reading of `spec` (`None`: it refuses it): the reference
+/// the fuzz target and the replay test compare quelog's filter with.
+pub fn env_filter_reference(spec: &str) -> Option<ReferenceFilter> {
+    let mut builder = env_filter::Builder::new();
+    builder.try_parse(spec).ok()?;
+    let filter = builder.build();
+    Some(Box::new(move |level, target| {
+        filter.enabled(&log::Metadata::builder().level(level).target(target).build())
+    }))
+}
+
+/// Deterministic pseudo-random numbers (xorshift64*, fixed seed) for the replays
+/// that stand in for the fuzzer in `cargo test`, without a dependency.
+pub fn pseudo_random() -> impl FnMut() -> u64 {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
 /// Parses arbitrary bytes as filter directives ([`crate::Builder::filter`]) and
 /// panics unless the result is either a clear error (a non-empty reason, a token
 /// taken from the input) or a filter that agrees with `reference` on every level at
@@ -532,13 +542,7 @@ pub fn filter_against_reference(data: &[u8], reference: &dyn Fn(&str) -> Option<
         targets.push(shorter);
     }
     for target in &targets {
-        for level in [
-            log::Level::Error,
-            log::Level::Warn,
-            log::Level::Info,
-            log::Level::Debug,
-            log::Level::Trace,
-        ] {
+        for level in log::Level::iter() {
             assert_eq!(
                 filter.enabled(level, target),
                 theirs(level, target),

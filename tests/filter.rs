@@ -8,10 +8,9 @@
 
 mod support;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use log::Log;
@@ -59,17 +58,7 @@ fn written(guard: quelog::Guard, path: &Path) -> Vec<String> {
         .collect()
 }
 
-static COUNTED: AtomicU64 = AtomicU64::new(0);
-
-/// Counts how often it is formatted: a filtered record must never format it.
-struct Counted;
-
-impl fmt::Debug for Counted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        COUNTED.fetch_add(1, Relaxed);
-        f.write_str("counted")
-    }
-}
+use support::common::{Counted, COUNTED};
 
 /// Logs one record with `log` and one tracing event at every level for the targets
 /// the precedence scenario uses; the message says which.

@@ -4,14 +4,7 @@
 
 use std::path::Path;
 
-fn reference(spec: &str) -> Option<quelog::fuzzing::ReferenceFilter> {
-    let mut builder = env_filter::Builder::new();
-    builder.try_parse(spec).ok()?;
-    let filter = builder.build();
-    Some(Box::new(move |level, target| {
-        filter.enabled(&log::Metadata::builder().level(level).target(target).build())
-    }))
-}
+use quelog::fuzzing::env_filter_reference as reference;
 
 #[test]
 fn every_fields_corpus_file_round_trips() {
@@ -70,13 +63,7 @@ fn random_directive_lists_agree_with_env_filter() {
         "::",
         "5",
     ];
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = quelog::fuzzing::pseudo_random();
     for _ in 0..20_000 {
         let mut spec = String::new();
         for _ in 0..(next() % 8) {

@@ -453,13 +453,7 @@ fn the_format_json_fuzz_corpus_replays() {
 /// the corpus between fuzzing sessions.
 #[test]
 fn pseudo_random_inputs_pass_the_fuzz_check() {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
+    let mut next = quelog::fuzzing::pseudo_random();
     for _ in 0..3000 {
         let len = next() as usize % 400;
         // Small bytes often: short chunks and the reserved names.

@@ -1218,17 +1218,7 @@ fn tracing_false_and_a_dispatcher_set_before() {
 // ---------------------------------------------------------------------------------
 // 6. Filtering through tracing's callsite cache.
 
-static COUNTED: AtomicU64 = AtomicU64::new(0);
-
-/// Counts its `Debug` calls.
-struct Counted;
-
-impl fmt::Debug for Counted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        COUNTED.fetch_add(1, Relaxed);
-        f.write_str("counted")
-    }
-}
+use support::common::{Counted, COUNTED};
 
 #[test]
 fn filtered_events_are_never_evaluated() {

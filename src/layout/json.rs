@@ -348,18 +348,9 @@ fn push_spans(spans: &mut Spans, id: u64, seen: &mut HashSet<Vec<u8>>, out: &mut
 /// One typed value as JSON.
 fn push_value(out: &mut Vec<u8>, value: Value<'_>) {
     match value {
-        Value::I64(n) => {
-            if n < 0 {
-                out.push(b'-');
-            }
-            push_decimal(out, n.unsigned_abs(), 1);
-        }
-        Value::U64(n) => push_decimal(out, n, 1),
-        Value::I128(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::U128(n) => {
-            let _ = write!(out, "{n}");
+        // Integers and bools read the same in JSON as in the text layout.
+        Value::I64(_) | Value::U64(_) | Value::I128(_) | Value::U128(_) | Value::Bool(_) => {
+            crate::direct::push_value(out, value)
         }
         Value::F64(n) if n.is_nan() => out.extend_from_slice(b"\"NaN\""),
         Value::F64(n) if n.is_infinite() => {
@@ -374,7 +365,6 @@ fn push_value(out: &mut Vec<u8>, value: Value<'_>) {
         Value::F64(n) => {
             let _ = write!(out, "{n:?}");
         }
-        Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
         Value::Str(text) | Value::Debug(text) | Value::Display(text) => push_str(out, text),
     }
 }
