@@ -427,8 +427,9 @@ mod tests {
             target_len: 3,
             module_len: 0,
             file_len: 0,
-            level: 200,
+            level: 0x7f,
             flags: 0xff,
+            raw: false,
         };
         let mut bytes = header.encode().to_vec();
         bytes.extend_from_slice(b"a\nb\r\n\x00\xff\xfe\n");

@@ -21,6 +21,13 @@ pub(crate) struct Installed {
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
 
+/// The handler [`crate::Builder::install`] made the global `log` logger, if it did:
+/// where quelog's macros send their records. One acquire load.
+#[inline]
+pub(crate) fn installed_handler() -> Option<&'static QueueHandler> {
+    INSTALLED.get().map(|installed| &installed.handler)
+}
+
 /// Installs `handler` as the global `log` logger, with `listener` serving it, and (with
 /// `tracing`) as the global default tracing dispatcher. If either is taken already,
 /// nothing is installed: the tracing side is checked first, and `log`'s is the one

@@ -246,6 +246,7 @@ mod handler;
 mod layer;
 mod layout;
 mod listener;
+mod macros;
 mod output;
 mod queue;
 mod record;
@@ -277,6 +278,8 @@ pub use handler::QueueHandler;
 pub use layer::TracingLayer;
 pub use listener::{ListenerConfig, QueueListener, SyncPolicy};
 pub use log::LevelFilter;
+#[doc(hidden)]
+pub use macros::__private;
 pub use output::{Format, Output};
 pub use queue::{Overflow, QueueConfig};
 pub use sink::{FileSink, Sink, StderrSink, StdoutSink};

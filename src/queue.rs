@@ -155,6 +155,9 @@ pub(crate) struct Shared {
     pub(crate) direct_errno: AtomicI32,
     /// A listener thread is serving this queue.
     pub(crate) listener_running: AtomicBool,
+    /// Some output prints the source file and line: the producer stores them (and
+    /// the module path). True until a listener starts with outputs that do not.
+    pub(crate) capture_source: AtomicBool,
     /// The tracing subscriber's span ids.
     pub(crate) spans: crate::spans::SpanTable,
     /// Records of the batch the listener is writing right now, not yet counted as
@@ -203,6 +206,7 @@ impl Shared {
             direct_lost: AtomicU64::new(0),
             direct_errno: AtomicI32::new(0),
             listener_running: AtomicBool::new(false),
+            capture_source: AtomicBool::new(true),
             spans: crate::spans::SpanTable::with_capacity(crate::spans::DEFAULT_CAPACITY),
             in_flight: AtomicU64::new(0),
             shutdown_timeout_nanos: AtomicU64::new(

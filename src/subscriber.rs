@@ -146,6 +146,7 @@ fn push(
         module: meta.module_path(),
         file: meta.file(),
         line: meta.line(),
+        raw: None,
     };
     handler.push(&what, message, fields);
 }

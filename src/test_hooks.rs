@@ -41,6 +41,15 @@ pub fn hold_claim(handler: &QueueHandler, payload_len: usize) -> Option<HeldClai
         .map(|claim| HeldClaim { _claim: claim })
 }
 
+/// Raw records (quelog's macros, the message formatted on the listener) queued by
+/// this process so far: tells a test that a macro call did not fall back to
+/// formatting on the caller.
+pub fn raw_records_queued() -> u64 {
+    RAW_QUEUED.load(Ordering::Relaxed)
+}
+
+pub(crate) static RAW_QUEUED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Slots of 64 bytes in `handler`'s ring.
 pub fn ring_slots(handler: &QueueHandler) -> usize {
     handler.shared.ring.slots()

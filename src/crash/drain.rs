@@ -9,10 +9,11 @@ use std::time::Duration;
 #[cfg(target_arch = "x86_64")]
 use super::CRASH_STACK_TOP;
 use super::{LISTENER_WAIT, PENDING_WAIT};
-use crate::direct::{push_decimal, push_line_end, push_line_start, timestamp, StackWriter};
+use crate::direct::{push_decimal, push_line_end, push_line_start, timestamp, Out, StackWriter};
 use crate::handler::{clock_nanos, on_listener_thread};
 use crate::queue::Shared;
-use crate::record::{Header, Kind, HEADER_LEN};
+use crate::record::{args, callsite};
+use crate::record::{Header, Kind, FLAG_MODULE_IS_TARGET, HEADER_LEN, MAX_RAW_SECTION};
 use crate::ring::{CrashDrain, CrashNext, CrashRecord};
 use crate::stats::Counters;
 
@@ -234,14 +235,17 @@ fn write_record(
         // to decode them; its message is.)
         return false;
     }
-    push_line_start(out, header.timestamp_nanos, header.level, header.thread_id);
     let target_end = HEADER_LEN + usize::from(header.target_len);
+    let message_start = target_end + usize::from(header.module_len) + usize::from(header.file_len);
+    let message_end = message_start + header.message_len as usize;
+    if header.raw {
+        return write_raw(drain, record, &header, target_end, message_start, out);
+    }
+    push_line_start(out, header.timestamp_nanos, header.level, header.thread_id);
     drain.read(record, HEADER_LEN, target_end, |bytes| {
         out.push_escaped(bytes)
     });
     out.push(b": ");
-    let message_start = target_end + usize::from(header.module_len) + usize::from(header.file_len);
-    let message_end = message_start + header.message_len as usize;
     drain.read(record, message_start, message_end, |bytes| {
         out.push_escaped(bytes)
     });
@@ -252,4 +256,67 @@ fn write_record(
         cut.then_some(u64::from(header.message_len)),
     );
     true
+}
+
+/// [`write_record`] of a raw record (quelog's macros, [`crate::record::args`]): its
+/// arguments copied to the stack (the producer keeps them within
+/// [`MAX_RAW_SECTION`]), the message formatted from its callsite's format string.
+/// `false` (nothing written) if it names no registered callsite or does not fit it.
+fn write_raw(
+    drain: &CrashDrain<'_>,
+    record: &CrashRecord,
+    header: &Header,
+    target_end: usize,
+    message_start: usize,
+    out: &mut StackWriter,
+) -> bool {
+    let mut section = [0u8; MAX_RAW_SECTION];
+    let len = header.message_len as usize;
+    if len > section.len() {
+        return false;
+    }
+    let mut at = 0;
+    drain.read(record, message_start, message_start + len, |bytes| {
+        if let Some(dst) = section.get_mut(at..at + bytes.len()) {
+            dst.copy_from_slice(bytes);
+        }
+        at += bytes.len();
+    });
+    let section = section.get(..at.min(len)).unwrap_or_default();
+    let Some(site) = args::callsite_of(section).and_then(callsite::lookup) else {
+        return false;
+    };
+    let values = section.get(args::CALLSITE_BYTES..).unwrap_or_default();
+    // Formats into nowhere first: a damaged record must not leave half a line.
+    if args::render(site.format(), values, &mut Discard).is_none() {
+        return false;
+    }
+    push_line_start(out, header.timestamp_nanos, header.level, header.thread_id);
+    if header.flags & FLAG_MODULE_IS_TARGET != 0 {
+        out.push_escaped(site.module_path().as_bytes());
+    } else {
+        drain.read(record, HEADER_LEN, target_end, |bytes| {
+            out.push_escaped(bytes)
+        });
+    }
+    out.push(b": ");
+    let rendered = args::render(site.format(), values, &mut Escaping(out));
+    push_line_end(out, rendered == Some(args::Rendered::FormatFailed), None);
+    true
+}
+
+/// An [`Out`] that drops what it gets.
+struct Discard;
+
+impl Out for Discard {
+    fn put(&mut self, _: &[u8]) {}
+}
+
+/// An [`Out`] that escapes into the drain's line as the text format does.
+struct Escaping<'a>(&'a mut StackWriter);
+
+impl Out for Escaping<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.push_escaped(bytes);
+    }
 }

@@ -22,19 +22,30 @@ pub(crate) struct Capture<'a> {
     pub(crate) module: Option<&'a str>,
     pub(crate) file: Option<&'a str>,
     pub(crate) line: Option<u32>,
+    /// `Some`: a macro's raw record ([`crate::record::args`]): the message closure
+    /// encodes raw arguments, and `false` from it means "format on the caller".
+    pub(crate) raw: Option<Raw>,
+}
+
+/// What a raw record says about its target.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Raw {
+    /// The target is the callsite's module path (`target` is then empty).
+    pub(crate) target_is_callsite: bool,
 }
 
 impl QueueHandler {
     /// Captures one record and queues it: lock-free, allocation-free, bounded (see
     /// the module docs of [`crate::handler`]). `message` formats the message into the
     /// buffer it gets (`false`: formatting failed part way); `fields` encodes the typed
-    /// fields into the room the message left.
+    /// fields into the room the message left. `false` only for a raw record the
+    /// caller must format and log again: nothing was queued or counted.
     pub(crate) fn push(
         &self,
         what: &Capture<'_>,
         message: impl FnOnce(&mut MessageBuf<'_>) -> bool,
         fields: impl FnOnce(&mut Encoder<'_, MessageBuf<'_>>),
-    ) {
+    ) -> bool {
         let shared = &*self.shared;
         let entered = Entered::new();
         let caller = &entered.0;
@@ -44,13 +55,24 @@ impl QueueHandler {
         let budget = shared.ring.max_payload() - HEADER_LEN;
         let mut target = clip(what.target, MAX_NAME_BYTES);
         let module = what.module.unwrap_or_default();
-        let module_is_target = module == what.target;
-        let mut module = if module_is_target {
+        let module_is_target = match what.raw {
+            Some(raw) => raw.target_is_callsite,
+            None => module == what.target,
+        };
+        // The source location only if some output prints it (JSON's `source`); the
+        // module path no output prints, so only the flag saying it is the target.
+        let source = shared.capture_source.load(Ordering::Relaxed);
+        let mut module = if module_is_target || !source {
             ""
         } else {
             clip(module, MAX_NAME_BYTES)
         };
-        let mut file = clip(what.file.unwrap_or_default(), MAX_NAME_BYTES);
+        let mut file = if source {
+            clip(what.file.unwrap_or_default(), MAX_NAME_BYTES)
+        } else {
+            ""
+        };
+        let line = if source { what.line.unwrap_or(0) } else { 0 };
         if target.len() + module.len() + file.len() + 64 > budget {
             // A tiny ring: keep the target and as much message as fits.
             module = "";
@@ -62,6 +84,9 @@ impl QueueHandler {
 
         let mut text = MessageBuf::new(&shared.scratch, limit);
         let formatted = message(&mut text);
+        if what.raw.is_some() && !formatted {
+            return false;
+        }
         // The fields get what the message left of the record's room.
         let mut typed = MessageBuf::new(&shared.scratch, room - text.as_bytes().len());
         let mut encoder = Encoder::new(&mut typed);
@@ -92,7 +117,7 @@ impl QueueHandler {
         let header = Header {
             timestamp_nanos,
             thread_id: caller.thread_id,
-            line: what.line.unwrap_or(0),
+            line,
             message_len: bytes.len() as u32,
             message_full_len: text.produced(),
             target_len: target.len() as u16,
@@ -100,12 +125,16 @@ impl QueueHandler {
             file_len: file.len() as u16,
             level: record::level_to_u8(what.level),
             flags,
+            raw: what.raw.is_some(),
         };
         let len = header.record_len() + field_bytes.len();
         let is_event = what.kind == Kind::Event;
         if crate::fork::forked(shared) && !shared.ring.is_closed() {
             // A forked child: no listener to read the ring (see `crate::fork`). Events
             // are written straight to the file; span bookkeeping has nobody to serve.
+            if what.raw.is_some() {
+                return false;
+            }
             if is_event {
                 let cut = text.truncated().then_some(bytes.len() as u64);
                 crate::fork::write_formatted(
@@ -120,7 +149,7 @@ impl QueueHandler {
                     field_bytes,
                 );
             }
-            return;
+            return true;
         }
 
         let may_wait = !caller.nested && !caller.is_listener;
@@ -146,7 +175,11 @@ impl QueueHandler {
                     if text.truncated() && is_event {
                         Counters::add(&shared.counters.truncated, 1);
                     }
-                    return;
+                    #[cfg(feature = "test-hooks")]
+                    if what.raw.is_some() {
+                        crate::test_hooks::RAW_QUEUED.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return true;
                 }
                 Err(reason) => {
                     // Waiting makes sense only while a listener is draining: before one
@@ -172,9 +205,11 @@ impl QueueHandler {
                         // Span bookkeeping is not a record: its loss is counted apart (the
                         // events of that span then show it as unknown).
                         Counters::add(&shared.counters.span_entries_lost, 1);
-                        return;
+                        return true;
                     }
                     let counter = match reason {
+                        // The caller formats it for standard error.
+                        ClaimError::Closed if what.raw.is_some() => return false,
                         ClaimError::Closed => {
                             write_after_stop(what.level, target, bytes);
                             &shared.counters.dropped_after_stop
@@ -185,7 +220,7 @@ impl QueueHandler {
                         ClaimError::Full | ClaimError::TooLarge => &shared.counters.dropped_full,
                     };
                     Counters::add(counter, 1);
-                    return;
+                    return true;
                 }
             }
         }

@@ -176,6 +176,11 @@ impl<'p> MessageBuf<'p> {
         self.truncated
     }
 
+    /// The most bytes this record's message may carry.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Bytes the caller produced, saturated to `u32`.
     pub(crate) fn produced(&self) -> u32 {
         let produced = if self.truncated {

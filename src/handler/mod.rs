@@ -15,6 +15,7 @@
 pub(crate) mod capture;
 mod kv;
 pub(crate) mod message;
+mod raw;
 // Without the tracing subscriber nothing enters spans; `log` records still look.
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) mod span_stack;
@@ -245,6 +246,7 @@ impl QueueHandler {
             module: record.module_path(),
             file: record.file(),
             line: record.line(),
+            raw: None,
         };
         self.push(
             &what,

@@ -26,6 +26,14 @@ pub(crate) enum LayoutSpec {
     Json { style: JsonStyle, source: bool },
 }
 
+impl LayoutSpec {
+    /// Whether lines of this layout show a record's source file and line (so the
+    /// producer must capture them).
+    pub(crate) fn prints_source(&self) -> bool {
+        matches!(self, LayoutSpec::Json { source: true, .. })
+    }
+}
+
 /// A layout with its formatting state (caches), owned by the listener.
 #[derive(Debug)]
 pub(crate) enum Layout {

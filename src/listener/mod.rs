@@ -242,6 +242,8 @@ impl QueueListener {
             return Err(Error::AlreadyListening);
         }
         shared.set_shutdown_timeout(config.shutdown_timeout);
+        let source = slots.iter().any(|slot| slot.layout.prints_source());
+        shared.capture_source.store(source, Ordering::Relaxed);
         // No consumer runs on this ring now (the flag above), so the crash drain's
         // descriptor may be set without the consuming token; the sinks it names live
         // until the listener ends, which resets it.

@@ -14,16 +14,31 @@
 //!     24     2  target length
 //!     26     2  module path length
 //!     28     2  file length
-//!     30     1  level (1 = Error .. 5 = Trace)
+//!     30     1  level (1 = Error .. 5 = Trace); bit 7: raw (see below)
 //!     31     1  flags
 //! ```
+//!
+//! A *raw* record (from quelog's macros, [`args`]) holds raw arguments where the
+//! message would be, and names its callsite ([`callsite`]), which holds the format
+//! string, the module path, the file and the line: the record stores none of them,
+//! and its target only when the call named one (else [`FLAG_MODULE_IS_TARGET`] says
+//! the target is the callsite's module path). The listener formats its message
+//! ([`decode_rendering`]).
 
 // Without the tracing subscriber, `log` records use only the span-context entry.
+pub(crate) mod args;
+pub(crate) mod callsite;
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) mod fields;
 
 /// Bytes of the fixed header.
 pub(crate) const HEADER_LEN: usize = 32;
+
+/// The level byte's bit that marks a raw record.
+const LEVEL_RAW: u8 = 0x80;
+/// The longest raw section the producer writes: the crash drain renders raw records
+/// from a copy of that size on its stack.
+pub(crate) const MAX_RAW_SECTION: usize = 1024;
 
 /// Flag: the caller's message was longer than what was stored.
 pub(crate) const FLAG_TRUNCATED: u8 = 1;
@@ -92,6 +107,8 @@ pub(crate) struct Header {
     pub(crate) file_len: u16,
     pub(crate) level: u8,
     pub(crate) flags: u8,
+    /// The message section holds raw arguments ([`args`]).
+    pub(crate) raw: bool,
 }
 
 impl Header {
@@ -121,7 +138,12 @@ impl Header {
         put(&self.target_len.to_le_bytes());
         put(&self.module_len.to_le_bytes());
         put(&self.file_len.to_le_bytes());
-        put(&[self.level, self.flags]);
+        let level = if self.raw {
+            self.level | LEVEL_RAW
+        } else {
+            self.level
+        };
+        put(&[level, self.flags]);
         out
     }
 
@@ -139,8 +161,9 @@ impl Header {
             target_len: u16::from_le_bytes([g0, g1]),
             module_len: u16::from_le_bytes([o0, o1]),
             file_len: u16::from_le_bytes([p0, p1]),
-            level,
+            level: level & !LEVEL_RAW,
             flags,
+            raw: level & LEVEL_RAW != 0,
         }
     }
 }
@@ -230,9 +253,50 @@ pub(crate) fn is_event(start: &[u8]) -> bool {
     }
 }
 
-/// Decodes a record, or `None` if the bytes are not a record the handler wrote.
-/// Never panics on any input (it is a fuzz target).
+/// Decodes a record, or `None` if the bytes are not a record the handler wrote or are
+/// a raw one ([`decode_rendering`] reads those too). Never panics on any input (it is
+/// a fuzz target).
+#[cfg_attr(not(any(test, feature = "test-hooks")), allow(dead_code))]
 pub(crate) fn decode(bytes: &[u8]) -> Option<RecordView<'_>> {
+    let (header, _) = bytes.split_first_chunk::<HEADER_LEN>()?;
+    if Header::decode(header).raw {
+        return None;
+    }
+    decode_parts(bytes)
+}
+
+/// [`decode`], and a raw record's message formatted into `message` (cleared first),
+/// its names taken from its callsite: what the listener reads every record with.
+/// `None` for a record the handler did not write, or that names no registered
+/// callsite, or whose arguments do not fit its format string.
+pub(crate) fn decode_rendering<'a>(
+    bytes: &'a [u8],
+    message: &'a mut Vec<u8>,
+) -> Option<RecordView<'a>> {
+    let mut view = decode_parts(bytes)?;
+    let (header, _) = bytes.split_first_chunk::<HEADER_LEN>()?;
+    let header = Header::decode(header);
+    if !header.raw {
+        return Some(view);
+    }
+    let index = args::callsite_of(view.message)?;
+    let site = callsite::lookup(index)?;
+    message.clear();
+    let section = view.message.get(args::CALLSITE_BYTES..)?;
+    let rendered = args::render(site.format(), section, message)?;
+    if header.flags & FLAG_MODULE_IS_TARGET != 0 {
+        view.target = site.module_path();
+    }
+    view.module_path = Some(site.module_path());
+    view.file = Some(site.file());
+    view.line = (site.line() != 0).then_some(site.line());
+    view.message = message;
+    view.message_full_len = view.message.len().min(u32::MAX as usize) as u32;
+    view.format_error = rendered == args::Rendered::FormatFailed;
+    Some(view)
+}
+
+fn decode_parts(bytes: &[u8]) -> Option<RecordView<'_>> {
     let (header, rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
     let header = Header::decode(header);
     let has_fields = header.flags & FLAG_FIELDS != 0;
@@ -290,6 +354,7 @@ mod tests {
             file_len: file.len() as u16,
             level: level_to_u8(log::Level::Warn),
             flags,
+            raw: false,
         };
         let mut bytes = header.encode().to_vec();
         for part in [target, module, file, message] {
