@@ -34,6 +34,12 @@
 //!   `--capacity-mib`) holds every record of a run even if the listener never ran, so
 //!   there are no drops. The drop count is printed per run anyway: a drop is not an
 //!   enqueue, so with drops quelog's percentiles mix two different operations.
+//! * `log::info!` and `quelog::info!`: the same record through the global logger,
+//!   quelog installed once per process (`Builder::install`, the same settings): `log`'s
+//!   macro formats the message on the caller; quelog's hands the three arguments over
+//!   raw and the listener formats them (see the crate docs, "Formatting on the
+//!   listener"). The `quelog` row is the first of them without the macro's level check
+//!   and global logger lookup.
 //! * `mutex-bufwriter`: `Mutex<BufWriter<File>>`, formats the line with `writeln!`
 //!   under the lock (a `write(2)` of 8 KiB every ~80 records).
 //! * `write(2)`: formats the line into a stack buffer and calls `libc::write` once per
@@ -116,6 +122,24 @@ fn log_one(logger: &dyn Log, target: &str, id: u64, micros: u64, peer: &str) {
 
 fn call(logger: &dyn Log, i: usize) {
     call_to(logger, module_path!(), i);
+}
+
+/// The record through `log::info!` and the global logger (`logger` is unused).
+#[inline(never)]
+fn call_log_macro(_: &dyn Log, i: usize) {
+    let id = black_box(i as u64);
+    let micros = black_box((i as u64 * 7919) % 100_000);
+    let peer = black_box("10.0.0.1");
+    log::info!("request {} took {} us from {}", id, micros, peer);
+}
+
+/// The record through `quelog::info!` (`logger` is unused).
+#[inline(never)]
+fn call_quelog_macro(_: &dyn Log, i: usize) {
+    let id = black_box(i as u64);
+    let micros = black_box((i as u64 * 7919) % 100_000);
+    let peer = black_box("10.0.0.1");
+    quelog::info!("request {} took {} us from {}", id, micros, peer);
 }
 
 /// [`call`] with a target no directive of the `--filter` example names.
@@ -422,6 +446,64 @@ fn run_quelog(
     Ok(row)
 }
 
+/// The global quelog logger for the macro rows, installed on first use.
+static INSTALLED: Mutex<Option<quelog::Guard>> = Mutex::new(None);
+
+/// A row of the macro designs (`log::info!` or `quelog::info!`) through the installed
+/// logger.
+fn run_macro(
+    design: &'static str,
+    threads: usize,
+    settings: &Settings,
+    ticks_per_ns: f64,
+) -> Result<Row, Box<dyn std::error::Error>> {
+    let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
+    if installed.is_none() {
+        let path = temp_path("global");
+        let _ = std::fs::remove_file(&path);
+        let guard = quelog::Builder::new()
+            .file(&path)
+            .sync(SyncPolicy::Never)
+            .capacity(settings.capacity_mib << 20)
+            .level(LevelFilter::Info)
+            .env_var(None)
+            .tracing(false)
+            .install()?;
+        *installed = Some(guard);
+    }
+    let guard = installed.as_ref().ok_or("not installed")?;
+    let call = if design == "quelog::info!" {
+        call_quelog_macro
+    } else {
+        call_log_macro
+    };
+    let before = guard.stats();
+    let results = measure_calls(&NoOp, call, threads, settings);
+    guard.flush()?;
+    let after = guard.stats();
+    let dropped = after.dropped.total() - before.dropped.total();
+    let calls = (threads * (settings.warmup + 2 * settings.samples)) as u64;
+    if after.written - before.written + dropped != calls {
+        return Err(format!("{design} accounting: {calls} calls").into());
+    }
+    let mut row = summarise(design, threads, results, ticks_per_ns);
+    row.dropped = Some(dropped);
+    Ok(row)
+}
+
+/// Stops the logger the macro rows installed, and removes its file.
+fn stop_macro_logger() -> Result<(), Box<dyn std::error::Error>> {
+    let guard = INSTALLED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(guard) = guard {
+        guard.stop()?;
+        let _ = std::fs::remove_file(temp_path("global"));
+    }
+    Ok(())
+}
+
 fn run_baseline(
     design: &'static str,
     threads: usize,
@@ -540,12 +622,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rows.push(run_quelog(design, threads, &settings, ticks_per_ns)?);
             }
         }
+        for design in ["log::info!", "quelog::info!"] {
+            if wanted(design) {
+                rows.push(run_macro(design, threads, &settings, ticks_per_ns)?);
+            }
+        }
         for design in ["mutex-bufwriter", "write(2)", "fmt-only", "no-op"] {
             if wanted(design) {
                 rows.push(run_baseline(design, threads, &settings, ticks_per_ns)?);
             }
         }
     }
+    stop_macro_logger()?;
     print_table(&rows, overhead_ns);
     println!("\ntotal {:.1} s", started.elapsed().as_secs_f64());
     Ok(())

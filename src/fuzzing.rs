@@ -427,9 +427,10 @@ mod tests {
             target_len: 3,
             module_len: 0,
             file_len: 0,
-            level: 0x7f,
+            level: 0x3f,
             flags: 0xff,
             raw: false,
+            ticks: false,
         };
         let mut bytes = header.encode().to_vec();
         bytes.extend_from_slice(b"a\nb\r\n\x00\xff\xfe\n");

@@ -184,6 +184,7 @@ impl Shared {
         startup_warning: Option<String>,
     ) -> Result<Shared, Error> {
         config.validate()?;
+        crate::handler::clock::init();
         let ring = Ring::with_slots(config.capacity.div_ceil(SLOT_BYTES));
         let max_message = config.max_record.min(ring.max_payload());
         let reserve_slots = (ring.slots() as f64 * config.severity_reserve) as usize;

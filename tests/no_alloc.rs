@@ -328,6 +328,24 @@ fn records_longer_than_the_inline_buffer_allocate_nothing() {
     assert!(installed().seen.longest.load(Relaxed) > 700);
 }
 
+/// quelog's own macros, every way they go: raw on the stack (numbers, a float, a
+/// `&str`, a bool), raw through the general path (a `Display` formatted on the caller,
+/// a string too long for the stack record), a `{:?}`, and a format the caller formats
+/// (through `log`). Each callsite registers itself on its first call, in the window.
+#[test]
+fn quelog_macros_allocate_nothing() {
+    let _serial = serial();
+    let long = "s".repeat(400);
+    let window = measure(CALLS, TIME_LIMIT, |i| match i % 5 {
+        0 => quelog::info!("raw {} {} {} {}", i, 0.5 * i as f64, "worker-7", i % 2 == 0),
+        1 => quelog::info!("display {} {}", Pad(40), i),
+        2 => quelog::info!(target: "kept::inner", "long {} {}", long.as_str(), i),
+        3 => quelog::warn!("debug {:?} {:?}", "quoted\n", -1.5e300),
+        _ => quelog::info!("caller formats [{:>8}]", i),
+    });
+    assert_allocation_free("quelog's macros", &window);
+}
+
 /// Signals handled by this test's handler.
 static HANDLED: AtomicU64 = AtomicU64::new(0);
 

@@ -151,6 +151,7 @@ fn drain_claimed(shared: &Shared, signal: libc::c_int) {
         return;
     }
     let mut out = StackWriter::new(fd);
+    crate::handler::clock::reset_reference();
     let mut written: u64 = 0;
     let mut pending_since: Option<u64> = None;
     loop {
@@ -241,7 +242,7 @@ fn write_record(
     if header.raw {
         return write_raw(drain, record, &header, target_end, message_start, out);
     }
-    push_line_start(out, header.timestamp_nanos, header.level, header.thread_id);
+    push_line_start(out, header.wall_nanos(), header.level, header.thread_id);
     drain.read(record, HEADER_LEN, target_end, |bytes| {
         out.push_escaped(bytes)
     });
@@ -291,7 +292,7 @@ fn write_raw(
     if args::render(site.format(), values, &mut Discard).is_none() {
         return false;
     }
-    push_line_start(out, header.timestamp_nanos, header.level, header.thread_id);
+    push_line_start(out, header.wall_nanos(), header.level, header.thread_id);
     if header.flags & FLAG_MODULE_IS_TARGET != 0 {
         out.push_escaped(site.module_path().as_bytes());
     } else {

@@ -49,7 +49,7 @@ impl QueueHandler {
         let shared = &*self.shared;
         let entered = Entered::new();
         let caller = &entered.0;
-        let timestamp_nanos = now_nanos();
+        let (timestamp_nanos, ticks) = super::clock::stamp();
 
         // Names first, so the message gets whatever room is left.
         let budget = shared.ring.max_payload() - HEADER_LEN;
@@ -126,6 +126,7 @@ impl QueueHandler {
             level: record::level_to_u8(what.level),
             flags,
             raw: what.raw.is_some(),
+            ticks,
         };
         let len = header.record_len() + field_bytes.len();
         let is_event = what.kind == Kind::Event;
@@ -142,7 +143,7 @@ impl QueueHandler {
                     what.level,
                     target,
                     caller.thread_id,
-                    timestamp_nanos,
+                    if ticks { now_nanos() } else { timestamp_nanos },
                     bytes,
                     cut,
                     formatted,

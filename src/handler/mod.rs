@@ -13,6 +13,7 @@
 //!    forked child, `write(2)` of the line to the log file, see [`crate::fork`]).
 
 pub(crate) mod capture;
+pub(crate) mod clock;
 mod kv;
 pub(crate) mod message;
 mod raw;

@@ -3,14 +3,109 @@
 //! allocation, bounded, signal-safe); what differs is the message section, raw
 //! arguments ([`crate::record::args`]) instead of text.
 
+use std::mem::MaybeUninit;
+
 use log::Metadata;
 
 use super::capture::{Capture, Raw};
 use super::message::MessageBuf;
-use super::{span_stack, QueueHandler};
+use super::{clip, span_stack, Entered, QueueHandler, MAX_NAME_BYTES};
 use crate::record::args::{self, Arg, ArgSink};
-use crate::record::callsite::Callsite;
-use crate::record::{fields::FieldSink, Kind, MAX_RAW_SECTION};
+use crate::record::callsite::{Callsite, Registered};
+use crate::record::fields::{Encoder, FieldSink};
+use crate::record::{self, Header, Kind, HEADER_LEN, MAX_RAW_SECTION};
+
+/// The largest record the fast path assembles on the stack; bigger ones (and those
+/// with arguments formatted on the caller) take [`QueueHandler::push`].
+const STACK_RECORD_BYTES: usize = 256;
+
+/// A whole record assembled on the stack, header last (its first
+/// [`HEADER_LEN`] bytes are left for it), then copied into the ring in one piece.
+struct StackRecord {
+    bytes: [MaybeUninit<u8>; STACK_RECORD_BYTES],
+    len: usize,
+}
+
+impl StackRecord {
+    fn new() -> StackRecord {
+        StackRecord {
+            bytes: [MaybeUninit::uninit(); STACK_RECORD_BYTES],
+            len: HEADER_LEN,
+        }
+    }
+
+    fn write_at(&mut self, at: usize, bytes: &[u8]) -> bool {
+        let Some(dst) = self.bytes.get_mut(at..at + bytes.len()) else {
+            return false;
+        };
+        // SAFETY: `dst` is exactly `bytes.len()` in-bounds elements, and
+        // `MaybeUninit<u8>` has the layout of `u8`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                dst.as_mut_ptr().cast::<u8>(),
+                bytes.len(),
+            )
+        };
+        true
+    }
+
+    /// The record, once its header is written.
+    fn as_bytes(&self) -> &[u8] {
+        let len = self.len.min(STACK_RECORD_BYTES);
+        // SAFETY: the first `len` bytes are initialised: the header by
+        // `write_at(0, ..)` before this is called, the rest by appends.
+        unsafe { std::slice::from_raw_parts(self.bytes.as_ptr().cast::<u8>(), len) }
+    }
+}
+
+impl ArgSink for StackRecord {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    fn try_append(&mut self, bytes: &[u8]) -> bool {
+        let fits = self.write_at(self.len, bytes);
+        if fits {
+            self.len += bytes.len();
+        }
+        fits
+    }
+
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        if at + bytes.len() <= self.len {
+            self.write_at(at, bytes);
+        }
+    }
+
+    /// Not on the fast path: a record with such an argument takes the general one.
+    fn format_display(&mut self, _: &dyn std::fmt::Display) -> Option<bool> {
+        None
+    }
+}
+
+impl FieldSink for StackRecord {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn try_append(&mut self, bytes: &[u8]) -> bool {
+        ArgSink::try_append(self, bytes)
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len).max(HEADER_LEN);
+    }
+
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        ArgSink::patch(self, at, bytes);
+    }
+
+    fn format(&mut self, _: std::fmt::Arguments<'_>) -> bool {
+        false
+    }
+}
 
 impl ArgSink for MessageBuf<'_> {
     fn len(&self) -> usize {
@@ -56,10 +151,14 @@ impl QueueHandler {
             return false;
         };
         let target_is_callsite = target.is_none_or(|t| t == module);
+        let target = if target_is_callsite { "" } else { full_target };
+        if self.push_raw_on_stack(site, registered, level, target, target_is_callsite, args) {
+            return true;
+        }
         let what = Capture {
             level,
             kind: Kind::Event,
-            target: if target_is_callsite { "" } else { full_target },
+            target,
             module: None,
             file: None,
             line: None,
@@ -88,5 +187,94 @@ impl QueueHandler {
                 }
             },
         )
+    }
+
+    /// The fast path of a raw record: assembled on the stack and queued with one
+    /// claim and one copy. `false` (nothing queued, nothing counted) for anything
+    /// off the common case: an argument formatted on the caller, a record too big for
+    /// the stack buffer, a ring that refuses the claim (full, contended, closed): the
+    /// general path ([`QueueHandler::push`]) then does it, waits or counts the drop.
+    #[inline]
+    fn push_raw_on_stack(
+        &self,
+        site: &'static Callsite,
+        registered: Registered,
+        level: log::Level,
+        target: &str,
+        target_is_callsite: bool,
+        args: &[Arg<'_>],
+    ) -> bool {
+        let shared = &*self.shared;
+        let entered = Entered::new();
+        let caller = &entered.0;
+        let mut rec = StackRecord::new();
+        let target = clip(target, MAX_NAME_BYTES);
+        if !ArgSink::try_append(&mut rec, target.as_bytes()) {
+            return false;
+        }
+        let section_start = rec.len;
+        let format_len = site.format().len();
+        let Some(bound) = args::encode(
+            &mut rec,
+            registered.index,
+            format_len,
+            registered.has_debug,
+            args,
+        ) else {
+            return false;
+        };
+        let budget = shared.ring.max_payload() - HEADER_LEN;
+        if bound > shared.max_message.min(budget.saturating_sub(target.len())) {
+            return false;
+        }
+        let section_len = rec.len - section_start;
+        let fields_start = rec.len;
+        if let Some(span) = span_stack::current() {
+            let mut fields = Encoder::new(&mut rec);
+            fields.span_context(span);
+            if fields.cut() {
+                return false;
+            }
+        }
+        let mut flags = Kind::Event.flags();
+        if target_is_callsite {
+            flags |= record::FLAG_MODULE_IS_TARGET;
+        }
+        if caller.nested {
+            flags |= record::FLAG_NESTED;
+        }
+        if rec.len > fields_start {
+            flags |= record::FLAG_FIELDS;
+        }
+        let (timestamp_nanos, ticks) = super::clock::stamp();
+        let header = Header {
+            timestamp_nanos,
+            thread_id: caller.thread_id,
+            line: 0,
+            message_len: section_len as u32,
+            message_full_len: section_len as u32,
+            target_len: target.len() as u16,
+            module_len: 0,
+            file_len: 0,
+            level: record::level_to_u8(level),
+            flags,
+            raw: true,
+            ticks,
+        };
+        rec.write_at(0, &header.encode());
+        let reserve = if level <= log::Level::Warn {
+            0
+        } else {
+            shared.reserve_slots
+        };
+        let Ok(mut claim) = shared.ring.try_claim_leaving(rec.len, reserve) else {
+            return false;
+        };
+        claim.write(rec.as_bytes());
+        claim.publish();
+        shared.waker.wake_if_sleeping();
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::RAW_QUEUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
     }
 }

@@ -14,7 +14,8 @@
 //!     24     2  target length
 //!     26     2  module path length
 //!     28     2  file length
-//!     30     1  level (1 = Error .. 5 = Trace); bit 7: raw (see below)
+//!     30     1  level (1 = Error .. 5 = Trace); bit 7: raw (see below); bit 6:
+//!                 the timestamp is in TSC ticks (`handler::clock`)
 //!     31     1  flags
 //! ```
 //!
@@ -36,6 +37,9 @@ pub(crate) const HEADER_LEN: usize = 32;
 
 /// The level byte's bit that marks a raw record.
 const LEVEL_RAW: u8 = 0x80;
+/// The level byte's bit that says the timestamp is in TSC ticks
+/// ([`crate::handler::clock`]), converted when decoded.
+const LEVEL_TICKS: u8 = 0x40;
 /// The longest raw section the producer writes: the crash drain renders raw records
 /// from a copy of that size on its stack.
 pub(crate) const MAX_RAW_SECTION: usize = 1024;
@@ -109,6 +113,8 @@ pub(crate) struct Header {
     pub(crate) flags: u8,
     /// The message section holds raw arguments ([`args`]).
     pub(crate) raw: bool,
+    /// `timestamp_nanos` holds TSC ticks ([`Header::wall_nanos`] converts them).
+    pub(crate) ticks: bool,
 }
 
 impl Header {
@@ -138,11 +144,13 @@ impl Header {
         put(&self.target_len.to_le_bytes());
         put(&self.module_len.to_le_bytes());
         put(&self.file_len.to_le_bytes());
-        let level = if self.raw {
-            self.level | LEVEL_RAW
-        } else {
-            self.level
-        };
+        let mut level = self.level;
+        if self.raw {
+            level |= LEVEL_RAW;
+        }
+        if self.ticks {
+            level |= LEVEL_TICKS;
+        }
         put(&[level, self.flags]);
         out
     }
@@ -161,9 +169,19 @@ impl Header {
             target_len: u16::from_le_bytes([g0, g1]),
             module_len: u16::from_le_bytes([o0, o1]),
             file_len: u16::from_le_bytes([p0, p1]),
-            level: level & !LEVEL_RAW,
+            level: level & !(LEVEL_RAW | LEVEL_TICKS),
             flags,
             raw: level & LEVEL_RAW != 0,
+            ticks: level & LEVEL_TICKS != 0,
+        }
+    }
+
+    /// The timestamp in nanoseconds since the Unix epoch. Async-signal-safe.
+    pub(crate) fn wall_nanos(&self) -> u64 {
+        if self.ticks {
+            crate::handler::clock::wall_from_ticks(self.timestamp_nanos)
+        } else {
+            self.timestamp_nanos
         }
     }
 }
@@ -321,7 +339,7 @@ fn decode_parts(bytes: &[u8]) -> Option<RecordView<'_>> {
         Some(std::str::from_utf8(file).ok()?)
     };
     Some(RecordView {
-        timestamp_nanos: header.timestamp_nanos,
+        timestamp_nanos: header.wall_nanos(),
         thread_id: header.thread_id,
         level: level_from_u8(header.level),
         target,
@@ -355,6 +373,7 @@ mod tests {
             level: level_to_u8(log::Level::Warn),
             flags,
             raw: false,
+            ticks: false,
         };
         let mut bytes = header.encode().to_vec();
         for part in [target, module, file, message] {
