@@ -75,6 +75,37 @@
 //! running (before it starts, after it died or stopped) nobody will make room, so
 //! nobody waits.
 //!
+//! # Formatting on the listener
+//!
+//! quelog's own macros, [`info!`], [`warn!`], [`error!`], [`debug!`], [`trace!`] and
+//! [`log!`], take `log`'s syntax (`target: "..."` included) and write the same line
+//! as `log::info!` with the same arguments, byte for byte in every format, but leave
+//! the formatting to the listener: integers, floats, bools, chars, `&str` and
+//! `String` arguments are handed over as they are, with the format string, module
+//! path, file and line in a per-callsite `static`; arguments of other types are
+//! formatted on the caller (`Display`, into the record). The caller formats the whole
+//! message, as `log::info!` does, when the format string has anything but `{}`,
+//! `{:?}`, `{{` and `}}` (a width, `{0}`, `{name}`: decided once per callsite), for a
+//! named argument, a `Debug`-only argument, key-values, a message that could need
+//! cutting, in a forked child, and when quelog is not the installed logger (the
+//! record then goes through `log` to whatever logger is). `log`'s
+//! `STATIC_MAX_LEVEL`, `max_level()` and quelog's filter apply exactly as to
+//! `log::info!`; arguments are evaluated once, and not at all for a disabled level.
+//!
+//! ```no_run
+//! let guard = quelog::Builder::new().file("logs/app.log").install()?;
+//! let (id, us, name) = (41u64, 997u64, "worker-7");
+//! quelog::info!("request {} handled in {} us by {}", id, us, name);
+//! quelog::warn!(target: "app::pool", "{} of {} busy ({:?})", 15, 16, 0.9375);
+//! # Ok::<(), quelog::Error>(())
+//! ```
+//!
+//! The producer contract above holds for them too. The record names its callsite by
+//! an index into a fixed registry (a callsite registers with one CAS on its first
+//! enabled call; the listener and the crash drain accept only registered indexes,
+//! never a pointer read from the ring), so a damaged record cannot make a reader
+//! follow a wild pointer.
+//!
 //! # Accounting
 //!
 //! Every record the handler accepts is either enqueued or dropped with a reason;
