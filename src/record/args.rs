@@ -169,30 +169,30 @@ pub(crate) fn encode<S: ArgSink + ?Sized>(
     let mut bound = format_len;
     let mut ok = sink.try_append(&callsite.to_le_bytes());
     for arg in args {
+        // One append per value (tag and bytes together): this is the caller's cost.
         let (fits, text) = match *arg {
-            Arg::I64(n) => (tagged(sink, TAG_I64, &n.to_le_bytes()), INT_MAX_TEXT),
-            Arg::U64(n) => (tagged(sink, TAG_U64, &n.to_le_bytes()), INT_MAX_TEXT),
-            Arg::I128(n) => (tagged(sink, TAG_I128, &n.to_le_bytes()), INT_MAX_TEXT),
-            Arg::U128(n) => (tagged(sink, TAG_U128, &n.to_le_bytes()), INT_MAX_TEXT),
+            Arg::I64(n) => (fixed(sink, TAG_I64, n.to_le_bytes()), INT_MAX_TEXT),
+            Arg::U64(n) => (fixed(sink, TAG_U64, n.to_le_bytes()), INT_MAX_TEXT),
+            Arg::I128(n) => (fixed(sink, TAG_I128, n.to_le_bytes()), INT_MAX_TEXT),
+            Arg::U128(n) => (fixed(sink, TAG_U128, n.to_le_bytes()), INT_MAX_TEXT),
             Arg::F64(n) => (
-                tagged(sink, TAG_F64, &n.to_bits().to_le_bytes()),
+                fixed(sink, TAG_F64, n.to_bits().to_le_bytes()),
                 F64_MAX_TEXT,
             ),
             Arg::F32(n) => (
-                tagged(sink, TAG_F32, &n.to_bits().to_le_bytes()),
+                fixed(sink, TAG_F32, n.to_bits().to_le_bytes()),
                 F32_MAX_TEXT,
             ),
-            Arg::Bool(b) => (tagged(sink, TAG_BOOL, &[u8::from(b)]), 5),
+            Arg::Bool(b) => (fixed(sink, TAG_BOOL, [u8::from(b)]), 5),
             Arg::Char(c) => (
-                tagged(sink, TAG_CHAR, &u32::from(c).to_le_bytes()),
+                fixed(sink, TAG_CHAR, u32::from(c).to_le_bytes()),
                 CHAR_MAX_TEXT,
             ),
             Arg::Str(s) => {
                 let len = u32::try_from(s.len()).ok()?;
-                let [a, b, c, d] = len.to_le_bytes();
-                let fits = sink.try_append(&[TAG_STR, a, b, c, d]) && sink.try_append(s.as_bytes());
+                let fits = fixed(sink, TAG_STR, len.to_le_bytes()) && sink.try_append(s.as_bytes());
                 let text = if has_debug {
-                    s.len().saturating_mul(6) + 2
+                    s.len().saturating_mul(6).saturating_add(2)
                 } else {
                     s.len()
                 };
@@ -225,8 +225,15 @@ pub(crate) fn encode<S: ArgSink + ?Sized>(
     ok.then_some(bound)
 }
 
-fn tagged<S: ArgSink + ?Sized>(sink: &mut S, tag: u8, value: &[u8]) -> bool {
-    sink.try_append(&[tag]) && sink.try_append(value)
+/// Appends `tag` and `value` in one piece.
+#[inline(always)]
+fn fixed<S: ArgSink + ?Sized, const N: usize>(sink: &mut S, tag: u8, value: [u8; N]) -> bool {
+    let mut entry = [tag; 17];
+    let used = N + 1;
+    if let Some(rest) = entry.get_mut(1..used) {
+        rest.copy_from_slice(&value);
+    }
+    sink.try_append(entry.get(..used).unwrap_or_default())
 }
 
 /// An argument as the listener reads it back.
