@@ -279,7 +279,7 @@ pub use listener::{ListenerConfig, QueueListener, SyncPolicy};
 pub use log::LevelFilter;
 pub use output::{Format, Output};
 pub use queue::{Overflow, QueueConfig};
-pub use sink::{FileSink, Sink, StderrSink, StdoutSink};
+pub use sink::{Detached, FileSink, Sink, StderrSink, StdoutSink};
 pub use stats::{Dropped, SpanStats, Stats, SyncLatency};
 #[cfg(feature = "tracing")]
 pub use subscriber::TracingSubscriber;
