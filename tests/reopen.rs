@@ -105,7 +105,10 @@ fn a_deleted_file_is_created_again_with_a_notice() {
     listener.flush().unwrap();
     assert_eq!(records(&path), numbered("kept", 5));
     let told = notices(&path);
-    assert!(told.len() == 1 && told[0].contains("was deleted"), "{told:?}");
+    assert!(
+        told.len() == 1 && told[0].contains("was deleted"),
+        "{told:?}"
+    );
     assert!(told[0].contains(" WARN "), "{told:?}");
     assert_eq!(listener.stop().unwrap().detached_reopens, 1);
     let _ = std::fs::remove_dir_all(dir);
@@ -170,7 +173,10 @@ fn reopen_writes_and_syncs_what_came_before_then_reopens() {
     }
     listener.reopen().unwrap();
     let calls = sink.calls();
-    let reopen_at = calls.iter().position(|c| *c == Call::Reopen).expect("reopened");
+    let reopen_at = calls
+        .iter()
+        .position(|c| *c == Call::Reopen)
+        .expect("reopened");
     let written: usize = (calls[..reopen_at].iter())
         .map(|c| if let Call::Write(n) = c { *n } else { 0 })
         .sum();
@@ -208,7 +214,12 @@ fn sighup_asks_the_listener_to_reopen_until_the_stop() {
     while sink.reopens() == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(sink.reopens(), 1, "SIGHUP did not reopen: {:?}", sink.calls());
+    assert_eq!(
+        sink.reopens(),
+        1,
+        "SIGHUP did not reopen: {:?}",
+        sink.calls()
+    );
     let calls = sink.calls();
     let reopen_at = calls.iter().position(|c| *c == Call::Reopen).unwrap();
     assert!(calls[..reopen_at].contains(&Call::Write(1)), "{calls:?}");

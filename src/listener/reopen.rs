@@ -137,8 +137,7 @@ impl Listener<'_> {
                              after the deletion and before this one went with the deleted file)"
                         ),
                         Detached::Renamed => format!(
-                            "the log file {what} while open (rotated without a reopen request); \
-                             reopened its path (lines written after the rename and before this \
+                            "the log file {what} while open (rotated); reopened its path (lines written after the rename and before this \
                              one are at the end of the renamed file)"
                         ),
                     };
