@@ -180,6 +180,19 @@
 //! * Dropping the [`Guard`], [`Guard::stop`] and [`shutdown`] drain, sync and join,
 //!   within the shutdown timeout.
 //!
+//! # Files moved under quelog (logrotate)
+//!
+//! [`FileSink`] appends with `O_APPEND` and reads the file's length before every cut,
+//! so logrotate's `copytruncate` leaves no NUL bytes (it still loses what is written
+//! between its copy and its truncate: inherent to that mode). For its `create` mode,
+//! [`Builder::reopen_on_sighup`] with `postrotate kill -HUP <pid>`, or
+//! [`Guard::reopen`] from code: what was logged before is written and synced into
+//! the renamed file, then the path is reopened. Without either, a file renamed away
+//! or deleted is noticed before the next batch (at most every 10 ms, and before every
+//! `flush()` answer), synced and reopened, and the new file starts with a line saying
+//! so ([`Stats::detached_reopens`]). The crash drain follows the reopened file; a
+//! child forked earlier keeps writing to the file it inherited.
+//!
 //! # tracing
 //!
 //! With the `tracing` feature (default on), [`Builder::install`] also sets quelog as
