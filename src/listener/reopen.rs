@@ -190,3 +190,26 @@ pub(crate) fn register_sighup(
     };
     registered.map_err(|e| Error::InvalidConfig(format!("cannot handle SIGHUP: {e}")))
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::{ListenerConfig, Output, QueueConfig, QueueHandler, QueueListener};
+
+    /// The stop unregisters the SIGHUP action, and with it the queue it held.
+    #[test]
+    fn the_stop_unregisters_the_sighup_action() {
+        let handler = QueueHandler::new(&QueueConfig::default()).unwrap();
+        let mut listener = QueueListener::start_outputs(
+            &handler,
+            vec![Output::file("/dev/null")],
+            ListenerConfig::default(),
+        )
+        .unwrap();
+        listener.reopen_on_sighup().unwrap();
+        assert!(Arc::strong_count(&handler.shared) > 2);
+        listener.stop().unwrap();
+        assert_eq!(Arc::strong_count(&handler.shared), 1);
+    }
+}
