@@ -30,11 +30,13 @@ const HUP_ENV: &str = "QUELOG_LOGROTATE_HUP";
 const THREADS: usize = 4;
 const ROTATIONS: usize = 10;
 const ROTATE_EVERY: Duration = Duration::from_millis(200);
-/// How long the child logs: the rotations, and a little after the last one.
-const LOGGING: Duration = Duration::from_millis(2600);
+/// How long the child logs after the last rotation, before the parent tells it to stop.
+const AFTER_LAST: Duration = Duration::from_millis(100);
+/// The longest the child logs if nobody tells it to stop.
+const LOGGING_AT_MOST: Duration = Duration::from_secs(30);
 
-/// The logging program: prints `READY`, logs until [`LOGGING`] has passed, stops the
-/// logger, prints `COUNTS` (records per thread) and `STATS`.
+/// The logging program: prints `READY`, logs until its standard input closes, stops
+/// the logger, prints `COUNTS` (records per thread) and `STATS`.
 #[test]
 fn logging_child() {
     let Ok(dir) = std::env::var(DIR_ENV) else {
@@ -49,13 +51,22 @@ fn logging_child() {
         .tracing(false)
         .install()
         .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopper = std::sync::Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        stopper.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
     println!("READY");
     let started = Instant::now();
     let threads: Vec<_> = (0..THREADS)
         .map(|thread| {
+            let stop = std::sync::Arc::clone(&stop);
             std::thread::spawn(move || {
                 let mut seq = 0u64;
-                while started.elapsed() < LOGGING {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < LOGGING_AT_MOST
+                {
                     for _ in 0..8 {
                         log::info!("t{thread} {seq}");
                         seq += 1;
@@ -72,6 +83,7 @@ fn logging_child() {
         .collect();
     let stats = guard.stop().unwrap();
     println!("COUNTS {}", counts.join(" "));
+    println!("LOGGED_FOR {}", started.elapsed().as_secs_f64());
     println!(
         "STATS written={} dropped={} lost={} reopens={} detached_reopens={}",
         stats.written,
@@ -145,6 +157,8 @@ struct Outcome {
     per_file: Vec<Vec<Vec<u64>>>,
     /// How long each logrotate run took.
     runs: Vec<Duration>,
+    /// How long the child logged, in seconds.
+    logged_for: f64,
 }
 
 fn config(dir: &Path, mode: Mode, pid: u32) -> String {
@@ -178,6 +192,7 @@ fn run(mode: Mode) -> Outcome {
         ])
         .env(DIR_ENV, &dir)
         .envs(mode.signals().then_some((HUP_ENV, "1")))
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -223,6 +238,9 @@ fn run(mode: Mode) -> Outcome {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    std::thread::sleep(AFTER_LAST);
+    // Closing its standard input tells the child to stop.
+    drop(child.stdin.take());
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -249,7 +267,13 @@ fn run(mode: Mode) -> Outcome {
         .find_map(|l| l.strip_prefix("STATS "))
         .expect("STATS line")
         .to_owned();
-    let outcome = read_back(&dir, counts, stats, runs);
+    let logged_for = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("LOGGED_FOR "))
+        .expect("LOGGED_FOR line")
+        .parse()
+        .unwrap();
+    let outcome = read_back(&dir, counts, stats, runs, logged_for);
     let _ = std::fs::remove_dir_all(dir);
     outcome
 }
@@ -283,7 +307,13 @@ fn contents(path: &Path) -> Vec<u8> {
     }
 }
 
-fn read_back(dir: &Path, counts: Vec<u64>, stats: String, runs: Vec<Duration>) -> Outcome {
+fn read_back(
+    dir: &Path,
+    counts: Vec<u64>,
+    stats: String,
+    runs: Vec<Duration>,
+    logged_for: f64,
+) -> Outcome {
     let files = log_files(dir);
     let mut outcome = Outcome {
         counts,
@@ -294,6 +324,7 @@ fn read_back(dir: &Path, counts: Vec<u64>, stats: String, runs: Vec<Duration>) -
         torn_endings: 0,
         per_file: Vec::new(),
         runs,
+        logged_for,
     };
     for path in &files {
         let bytes = contents(path);
@@ -440,7 +471,7 @@ fn copytruncate_writes_no_nul_bytes_and_the_loss_window_is_measured() {
         per_rotation.push(lost);
     }
     let total: u64 = outcome.counts.iter().sum();
-    let rate = total as f64 / LOGGING.as_secs_f64();
+    let rate = total as f64 / outcome.logged_for;
     let max = per_rotation.iter().copied().max().unwrap_or(0);
     println!(
         "MEASURED logrotate CopyTruncate: {total} records logged ({rate:.0}/s), {} found across \
