@@ -431,6 +431,7 @@ mod tests {
             flags: 0xff,
             raw: false,
             ticks: false,
+            short: false,
         };
         let mut bytes = header.encode().to_vec();
         bytes.extend_from_slice(b"a\nb\r\n\x00\xff\xfe\n");

@@ -223,10 +223,9 @@ fn write_record(
         }
         at += bytes.len();
     });
-    if at < HEADER_LEN {
+    let Some(header) = Header::decode(header.get(..at).unwrap_or_default()) else {
         return false;
-    }
-    let header = Header::decode(&header);
+    };
     if usize::from(header.level) > level || header.level == 0 {
         return false;
     }
@@ -236,14 +235,14 @@ fn write_record(
         // to decode them; its message is.)
         return false;
     }
-    let target_end = HEADER_LEN + usize::from(header.target_len);
+    let target_end = header.len() + usize::from(header.target_len);
     let message_start = target_end + usize::from(header.module_len) + usize::from(header.file_len);
     let message_end = message_start + header.message_len as usize;
     if header.raw {
         return write_raw(drain, record, &header, target_end, message_start, out);
     }
     push_line_start(out, header.wall_nanos(), header.level, header.thread_id);
-    drain.read(record, HEADER_LEN, target_end, |bytes| {
+    drain.read(record, header.len(), target_end, |bytes| {
         out.push_escaped(bytes)
     });
     out.push(b": ");
@@ -296,7 +295,7 @@ fn write_raw(
     if header.flags & FLAG_MODULE_IS_TARGET != 0 {
         out.push_escaped(site.module_path().as_bytes());
     } else {
-        drain.read(record, HEADER_LEN, target_end, |bytes| {
+        drain.read(record, header.len(), target_end, |bytes| {
             out.push_escaped(bytes)
         });
     }

@@ -127,6 +127,7 @@ impl QueueHandler {
             flags,
             raw: what.raw.is_some(),
             ticks,
+            short: false,
         };
         let len = header.record_len() + field_bytes.len();
         let is_event = what.kind == Kind::Event;
@@ -165,7 +166,7 @@ impl QueueHandler {
         loop {
             match shared.ring.try_claim_leaving(len, reserve) {
                 Ok(mut claim) => {
-                    claim.write(&header.encode());
+                    claim.write(header.encode().get(..header.len()).unwrap_or_default());
                     claim.write(target.as_bytes());
                     claim.write(module.as_bytes());
                     claim.write(file.as_bytes());

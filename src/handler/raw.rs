@@ -13,14 +13,15 @@ use super::{clip, span_stack, Entered, QueueHandler, MAX_NAME_BYTES};
 use crate::record::args::{self, Arg, ArgSink};
 use crate::record::callsite::{Callsite, Registered};
 use crate::record::fields::{Encoder, FieldSink};
-use crate::record::{self, Header, Kind, HEADER_LEN, MAX_RAW_SECTION};
+use crate::record::{self, Header, Kind, HEADER_LEN, MAX_RAW_SECTION, SHORT_HEADER_LEN};
 
 /// The largest record the fast path assembles on the stack; bigger ones (and those
 /// with arguments formatted on the caller) take [`QueueHandler::push`].
 const STACK_RECORD_BYTES: usize = 256;
 
 /// A whole record assembled on the stack, header last (its first
-/// [`HEADER_LEN`] bytes are left for it), then copied into the ring in one piece.
+/// [`SHORT_HEADER_LEN`] bytes are left for it: the short form), then copied into the
+/// ring in one piece.
 struct StackRecord {
     bytes: [MaybeUninit<u8>; STACK_RECORD_BYTES],
     len: usize,
@@ -30,7 +31,7 @@ impl StackRecord {
     fn new() -> StackRecord {
         StackRecord {
             bytes: [MaybeUninit::uninit(); STACK_RECORD_BYTES],
-            len: HEADER_LEN,
+            len: SHORT_HEADER_LEN,
         }
     }
 
@@ -95,7 +96,7 @@ impl FieldSink for StackRecord {
     }
 
     fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len).max(HEADER_LEN);
+        self.len = self.len.min(len).max(SHORT_HEADER_LEN);
     }
 
     fn patch(&mut self, at: usize, bytes: &[u8]) {
@@ -260,8 +261,9 @@ impl QueueHandler {
             flags,
             raw: true,
             ticks,
+            short: true,
         };
-        rec.write_at(0, &header.encode());
+        rec.write_at(0, &header.encode_short());
         let reserve = if level <= log::Level::Warn {
             0
         } else {

@@ -1,23 +1,8 @@
 //! The record layout in the ring: what the handler captures and the listener decodes.
 //!
-//! A fixed little-endian header followed by the variable parts, in this order:
-//! target, module path, file, message. The ring adds its own frame in front; see
-//! [`crate::ring`].
-//!
-//! ```text
-//! offset  size  field
-//!      0     8  timestamp, nanoseconds since the Unix epoch (UTC)
-//!      8     4  thread id (gettid)
-//!     12     4  line (0: unknown)
-//!     16     4  message length stored
-//!     20     4  message length the caller produced (more than stored: truncated)
-//!     24     2  target length
-//!     26     2  module path length
-//!     28     2  file length
-//!     30     1  level (1 = Error .. 5 = Trace); bit 7: raw (see below); bit 6:
-//!                 the timestamp is in TSC ticks (`handler::clock`)
-//!     31     1  flags
-//! ```
+//! A little-endian header ([`header`]: the full one, or the short one of a raw
+//! record) followed by the variable parts, in this order: target, module path, file,
+//! message, typed fields. The ring adds its own frame in front; see [`crate::ring`].
 //!
 //! A *raw* record (from quelog's macros, [`args`]) holds raw arguments where the
 //! message would be, and names its callsite ([`callsite`]), which holds the format
@@ -31,15 +16,9 @@ pub(crate) mod args;
 pub(crate) mod callsite;
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) mod fields;
+mod header;
 
-/// Bytes of the fixed header.
-pub(crate) const HEADER_LEN: usize = 32;
-
-/// The level byte's bit that marks a raw record.
-const LEVEL_RAW: u8 = 0x80;
-/// The level byte's bit that says the timestamp is in TSC ticks
-/// ([`crate::handler::clock`]), converted when decoded.
-const LEVEL_TICKS: u8 = 0x40;
+pub(crate) use header::{Header, HEADER_LEN, SHORT_HEADER_LEN};
 /// The longest raw section the producer writes: the crash drain renders raw records
 /// from a copy of that size on its stack.
 pub(crate) const MAX_RAW_SECTION: usize = 1024;
@@ -94,94 +73,6 @@ impl Kind {
             1 => Kind::SpanNew,
             2 => Kind::SpanRecord,
             _ => Kind::SpanClose,
-        }
-    }
-}
-
-/// The fixed part of a record, as captured on the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Header {
-    pub(crate) timestamp_nanos: u64,
-    pub(crate) thread_id: u32,
-    pub(crate) line: u32,
-    pub(crate) message_len: u32,
-    pub(crate) message_full_len: u32,
-    pub(crate) target_len: u16,
-    pub(crate) module_len: u16,
-    pub(crate) file_len: u16,
-    pub(crate) level: u8,
-    pub(crate) flags: u8,
-    /// The message section holds raw arguments ([`args`]).
-    pub(crate) raw: bool,
-    /// `timestamp_nanos` holds TSC ticks ([`Header::wall_nanos`] converts them).
-    pub(crate) ticks: bool,
-}
-
-impl Header {
-    /// Bytes of the whole record: header plus variable parts.
-    pub(crate) fn record_len(&self) -> usize {
-        HEADER_LEN
-            + self.target_len as usize
-            + self.module_len as usize
-            + self.file_len as usize
-            + self.message_len as usize
-    }
-
-    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut out = [0u8; HEADER_LEN];
-        let mut at = 0;
-        let mut put = |bytes: &[u8]| {
-            if let Some(dst) = out.get_mut(at..at + bytes.len()) {
-                dst.copy_from_slice(bytes);
-            }
-            at += bytes.len();
-        };
-        put(&self.timestamp_nanos.to_le_bytes());
-        put(&self.thread_id.to_le_bytes());
-        put(&self.line.to_le_bytes());
-        put(&self.message_len.to_le_bytes());
-        put(&self.message_full_len.to_le_bytes());
-        put(&self.target_len.to_le_bytes());
-        put(&self.module_len.to_le_bytes());
-        put(&self.file_len.to_le_bytes());
-        let mut level = self.level;
-        if self.raw {
-            level |= LEVEL_RAW;
-        }
-        if self.ticks {
-            level |= LEVEL_TICKS;
-        }
-        put(&[level, self.flags]);
-        out
-    }
-
-    /// The header in `bytes`. Any bytes decode (no panic, no indexing): the crash
-    /// drain runs this in a signal handler, on whatever the ring holds.
-    pub(crate) fn decode(bytes: &[u8; HEADER_LEN]) -> Header {
-        let [t0, t1, t2, t3, t4, t5, t6, t7, i0, i1, i2, i3, l0, l1, l2, l3, m0, m1, m2, m3, f0, f1, f2, f3, g0, g1, o0, o1, p0, p1, level, flags] =
-            *bytes;
-        Header {
-            timestamp_nanos: u64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7]),
-            thread_id: u32::from_le_bytes([i0, i1, i2, i3]),
-            line: u32::from_le_bytes([l0, l1, l2, l3]),
-            message_len: u32::from_le_bytes([m0, m1, m2, m3]),
-            message_full_len: u32::from_le_bytes([f0, f1, f2, f3]),
-            target_len: u16::from_le_bytes([g0, g1]),
-            module_len: u16::from_le_bytes([o0, o1]),
-            file_len: u16::from_le_bytes([p0, p1]),
-            level: level & !(LEVEL_RAW | LEVEL_TICKS),
-            flags,
-            raw: level & LEVEL_RAW != 0,
-            ticks: level & LEVEL_TICKS != 0,
-        }
-    }
-
-    /// The timestamp in nanoseconds since the Unix epoch. Async-signal-safe.
-    pub(crate) fn wall_nanos(&self) -> u64 {
-        if self.ticks {
-            crate::handler::clock::wall_from_ticks(self.timestamp_nanos)
-        } else {
-            self.timestamp_nanos
         }
     }
 }
@@ -265,7 +156,7 @@ pub(crate) fn level_label(level: u8) -> &'static [u8; 5] {
 pub(crate) fn is_event(start: &[u8]) -> bool {
     // What a stop that gave up shows this per record is enough to tell.
     const _: () = assert!(crate::ring::PEEK_BYTES >= HEADER_LEN);
-    match start.get(HEADER_LEN - 1) {
+    match start.get(header::FLAGS_AT) {
         Some(&flags) => Kind::from_flags(flags) == Kind::Event,
         None => true,
     }
@@ -276,8 +167,7 @@ pub(crate) fn is_event(start: &[u8]) -> bool {
 /// a fuzz target).
 #[cfg_attr(not(any(test, feature = "test-hooks")), allow(dead_code))]
 pub(crate) fn decode(bytes: &[u8]) -> Option<RecordView<'_>> {
-    let (header, _) = bytes.split_first_chunk::<HEADER_LEN>()?;
-    if Header::decode(header).raw {
+    if Header::decode(bytes)?.raw {
         return None;
     }
     decode_parts(bytes)
@@ -292,8 +182,7 @@ pub(crate) fn decode_rendering<'a>(
     message: &'a mut Vec<u8>,
 ) -> Option<RecordView<'a>> {
     let mut view = decode_parts(bytes)?;
-    let (header, _) = bytes.split_first_chunk::<HEADER_LEN>()?;
-    let header = Header::decode(header);
+    let header = Header::decode(bytes)?;
     if !header.raw {
         return Some(view);
     }
@@ -315,8 +204,8 @@ pub(crate) fn decode_rendering<'a>(
 }
 
 fn decode_parts(bytes: &[u8]) -> Option<RecordView<'_>> {
-    let (header, rest) = bytes.split_first_chunk::<HEADER_LEN>()?;
-    let header = Header::decode(header);
+    let header = Header::decode(bytes)?;
+    let rest = bytes.get(header.len()..)?;
     let has_fields = header.flags & FLAG_FIELDS != 0;
     if header.record_len() > bytes.len() || (!has_fields && header.record_len() != bytes.len()) {
         return None;
@@ -374,8 +263,9 @@ mod tests {
             flags,
             raw: false,
             ticks: false,
+            short: false,
         };
-        let mut bytes = header.encode().to_vec();
+        let mut bytes = header.encode()[..header.len()].to_vec();
         for part in [target, module, file, message] {
             bytes.extend_from_slice(part.as_bytes());
         }
@@ -424,7 +314,7 @@ mod tests {
             assert_eq!(is_event(&bytes[..HEADER_LEN]), event, "{kind:?}");
         }
         // Too short to tell: counted, as the listener counts a record it cannot read.
-        assert!(is_event(&[0xff; HEADER_LEN - 1]));
+        assert!(is_event(&[0xff; 1]));
     }
 
     #[test]
