@@ -374,3 +374,42 @@ fn another_logger_gets_the_records() {
             .any(|l| l == "INFO macros: request 41 handled in 997 us by worker-7"));
     });
 }
+
+#[test]
+fn same_lines_as_log_from_a_forked_child() {
+    let watch = Watch {
+        stall: Duration::from_secs(20),
+        total: Duration::from_secs(60),
+        stacks: false,
+    };
+    in_child("same_lines_as_log_from_a_forked_child", None, watch, || {
+        let path = support::common::temp_log("macros", "fork");
+        let _ = std::fs::remove_file(&path);
+        let guard = builder().file(&path).install().unwrap();
+        // SAFETY: the child only logs (quelog's direct path) and ends with `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // The forked child writes each line itself: the macros hand the record to
+            // `log` (the caller formats), never raw.
+            let code = std::panic::catch_unwind(|| log_cases(false)).map_or(101, |()| 0);
+            // SAFETY: ends the forked child at once; async-signal-safe.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child into a live local.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status}"
+        );
+        guard.flush().unwrap();
+        let lines = support::common::lines(&path);
+        assert!(lines
+            .iter()
+            .any(|l| l.contains(&format!("[{pid}] macros: request"))));
+        assert_pairs_equal(&lines, without_text_timestamp, "forked child");
+        guard.stop().unwrap();
+        let _ = std::fs::remove_file(&path);
+    });
+}

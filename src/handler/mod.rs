@@ -359,6 +359,60 @@ mod tests {
         assert!(view.timestamp_nanos <= now && now - view.timestamp_nanos < 60_000_000_000);
     }
 
+    /// Takes every batch and keeps nothing.
+    struct Discard;
+
+    impl crate::Sink for Discard {
+        fn write_batch(&mut self, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_source_location_is_stored_only_while_some_output_prints_it() {
+        use crate::{Format, ListenerConfig, Output, QueueListener};
+        for (output, source) in [
+            (Output::sink(Discard), false),
+            (Output::sink(Discard).format(Format::Json), false),
+            (
+                Output::sink(Discard)
+                    .format(Format::Json)
+                    .source_location(true),
+                true,
+            ),
+        ] {
+            let handler = handler(4096);
+            let listener =
+                QueueListener::start_outputs(&handler, vec![output], ListenerConfig::default())
+                    .unwrap();
+            assert_eq!(
+                handler
+                    .shared
+                    .capture_source
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                source
+            );
+            listener.stop().unwrap();
+        }
+        let handler = handler(4096);
+        handler
+            .shared
+            .capture_source
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        log_at(&handler, log::Level::Info, format_args!("n={}", 5));
+        let mut consumer = handler.shared.ring.take_consumer().unwrap();
+        let mut out = Vec::new();
+        assert_eq!(consumer.pop_into(&mut out), Pop::Record);
+        let view = record::decode(&out).unwrap();
+        assert_eq!((view.file, view.line), (None, None));
+        // The module path equals the target: one flag, no bytes.
+        assert_eq!(view.module_path, Some("test::target"));
+        assert_eq!(out.len(), record::HEADER_LEN + "test::target".len() + 3);
+    }
+
     #[test]
     fn level_filter_applies_before_any_work() {
         let handler = QueueHandler::new(&QueueConfig {
