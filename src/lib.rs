@@ -279,8 +279,8 @@ pub use listener::{ListenerConfig, QueueListener, SyncPolicy};
 pub use log::LevelFilter;
 pub use output::{Format, Output};
 pub use queue::{Overflow, QueueConfig};
-pub use sink::{FileSink, Sink, StderrSink, StdoutSink};
-pub use stats::{Dropped, SpanStats, Stats, SyncLatency};
+pub use sink::{FileSink, Naming, Rotation, Sink, StderrSink, StdoutSink};
+pub use stats::{Dropped, RotationStats, SpanStats, Stats, SyncLatency};
 #[cfg(feature = "tracing")]
 pub use subscriber::TracingSubscriber;
 
