@@ -170,7 +170,7 @@ impl SinkSlot {
                 notice::push_loss_notice(layout, self.lost_unreported, why, &mut notices);
             }
             notice::push_drop_notices(layout, self.drops_told, drops_now, &mut notices);
-            for text in self.sink_notices.drain(..) {
+            for text in &self.sink_notices {
                 notice::push_notice(layout, log::Level::Warn, &text, &mut notices);
             }
             self.buffer.splice(0..0, notices);
@@ -184,6 +184,7 @@ impl SinkSlot {
                 self.dirty = true;
                 self.lost_unreported = 0;
                 self.drops_told = drops_now;
+                self.sink_notices.clear();
                 self.retry_at = None;
                 self.backoff = FIRST_RETRY_BACKOFF;
                 self.keep_written();

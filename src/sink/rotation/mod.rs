@@ -397,6 +397,7 @@ impl RotatingFileSink {
         match result {
             Ok(()) => {
                 Counters::add(&common.counters.rotations, 1);
+                self.pump();
                 self.retry_at = None;
                 self.backoff = FIRST_RETRY;
                 true
