@@ -223,12 +223,18 @@ impl Output {
 
     /// Opens the destination; `local_time` is the builder's (rotation follows it
     /// unless told otherwise), `counters` the queue's.
-    pub(crate) fn open(self, local_time: bool, counters: &Counters) -> Result<Box<dyn Sink>, Error> {
+    pub(crate) fn open(
+        self,
+        local_time: bool,
+        counters: &Counters,
+    ) -> Result<Box<dyn Sink>, Error> {
         Ok(match self.destination {
             Destination::File(path, None) => Box::new(FileSink::open(path)?),
             Destination::File(path, Some(rotation)) => {
                 let counters = std::sync::Arc::clone(&counters.rotation);
-                Box::new(RotatingFileSink::open(path, rotation, local_time, counters)?)
+                Box::new(RotatingFileSink::open(
+                    path, rotation, local_time, counters,
+                )?)
             }
             Destination::Stderr => Box::new(StderrSink::new()),
             Destination::Stdout => Box::new(StdoutSink::new()),

@@ -146,6 +146,10 @@ pub struct RotationStats {
     pub removed: u64,
     /// Rotated files retention could not remove.
     pub removal_failed: u64,
+    /// How long each rotation kept the listener from draining (the sync before it,
+    /// the renames, the create, retention; compression runs on its own thread and is
+    /// not in it), failed attempts included. Same histogram as [`Stats::sync_latency`].
+    pub duration: SyncLatency,
 }
 
 /// What the tracing subscriber (or layer) did with spans. Spans are not records: they are not in
@@ -304,6 +308,7 @@ pub(crate) struct RotationCounters {
     pub(crate) compression_errors: AtomicU64,
     pub(crate) removed: AtomicU64,
     pub(crate) removal_errors: AtomicU64,
+    pub(crate) latency: LatencyHistogram,
 }
 
 impl RotationCounters {
@@ -315,6 +320,7 @@ impl RotationCounters {
             compression_failed: self.compression_errors.load(Relaxed),
             removed: self.removed.load(Relaxed),
             removal_failed: self.removal_errors.load(Relaxed),
+            duration: self.latency.snapshot(),
         }
     }
 }

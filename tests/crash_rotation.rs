@@ -194,7 +194,8 @@ fn sigkill_during_rotations_loses_no_acknowledged_record_and_doubles_none() {
         if let Some(&acked) = acks.get(writer) {
             // Every acknowledged record, 0 up to the last acknowledged, is there.
             assert!(
-                sorted.len() as u64 >= acked && sorted.get(acked as usize - 1) == Some(&(acked - 1)),
+                sorted.len() as u64 >= acked
+                    && sorted.get(acked as usize - 1) == Some(&(acked - 1)),
                 "{writer}: acknowledged up to {} but found {} records",
                 acked - 1,
                 sorted.len()
@@ -205,7 +206,10 @@ fn sigkill_during_rotations_loses_no_acknowledged_record_and_doubles_none() {
     let names = support::rotated::names(&dir);
     let leftovers: Vec<&String> = names.iter().filter(|n| n.starts_with('.')).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let plain = names.iter().filter(|n| n.ends_with(".log") && *n != "app.log").count();
+    let plain = names
+        .iter()
+        .filter(|n| n.ends_with(".log") && *n != "app.log")
+        .count();
     assert_eq!(plain, 0, "rotated files left uncompressed: {names:?}");
     eprintln!(
         "SIGKILL during rotations: {runs} runs, {} files, {checked} acknowledged records \
@@ -213,7 +217,10 @@ fn sigkill_during_rotations_loses_no_acknowledged_record_and_doubles_none() {
         names.len(),
         found.values().map(Vec::len).sum::<usize>()
     );
-    assert!(checked >= runs, "the children acknowledged too little to mean anything");
+    assert!(
+        checked >= runs,
+        "the children acknowledged too little to mean anything"
+    );
 }
 
 #[test]

@@ -103,7 +103,11 @@ fn size_rotation_under_load_keeps_every_record_once_in_order_on_whole_lines() {
     let mut next = std::collections::HashMap::new();
     for (name, content) in &ordered {
         assert!(content.ends_with(b"\n"), "{name} ends on a torn line");
-        assert!(content.len() <= 64 << 10, "{name} is {} bytes", content.len());
+        assert!(
+            content.len() <= 64 << 10,
+            "{name} is {} bytes",
+            content.len()
+        );
         for (writer, n) in seqs(content) {
             let expected = next.entry(writer.clone()).or_insert(0u64);
             assert_eq!(n, *expected, "{writer} out of order or doubled in {name}");
@@ -111,7 +115,11 @@ fn size_rotation_under_load_keeps_every_record_once_in_order_on_whole_lines() {
         }
     }
     for t in 0..4 {
-        assert_eq!(next.get(&format!("t{t}")), Some(&PER_THREAD), "t{t} lost records");
+        assert_eq!(
+            next.get(&format!("t{t}")),
+            Some(&PER_THREAD),
+            "t{t} lost records"
+        );
     }
     assert_eq!(stats.rotation.rotations as usize, ordered.len() - 1);
     println!(
@@ -129,7 +137,10 @@ fn numbered_names_shift_like_logrotate_and_keep_the_newest() {
     let (handler, listener) = start(rotating(&path, rotation));
     log_seqs(&handler, "a", 0..1000);
     let stats = stop(listener);
-    assert_eq!(names(&dir), ["app.log", "app.log.1", "app.log.2", "app.log.3"]);
+    assert_eq!(
+        names(&dir),
+        ["app.log", "app.log.1", "app.log.2", "app.log.3"]
+    );
     // Newest to oldest: live, .1, .2, .3 hold consecutive runs of records.
     let all = files(&dir);
     let mut last_seen = u64::MAX;
@@ -139,7 +150,10 @@ fn numbered_names_shift_like_logrotate_and_keep_the_newest() {
         assert!(last < last_seen && (last_seen == u64::MAX || last + 1 == last_seen));
         last_seen = first;
     }
-    assert!(stats.rotation.removed > 0 && stats.rotation.rotations > 3, "{stats:?}");
+    assert!(
+        stats.rotation.removed > 0 && stats.rotation.rotations > 3,
+        "{stats:?}"
+    );
 }
 
 #[test]
@@ -158,9 +172,18 @@ fn daily_and_hourly_rotation_follow_the_clock_and_combine_with_a_size_cap() {
     log_seqs(&handler, "c", 0..1);
     stop(listener);
     let found = names(&dir);
-    assert!(found.contains(&"app.2026-11-22.log".to_owned()), "{found:?}");
-    assert!(found.contains(&"app.2026-11-23.log".to_owned()), "{found:?}");
-    assert!(found.contains(&"app.2026-11-23.1.log".to_owned()), "{found:?}");
+    assert!(
+        found.contains(&"app.2026-11-22.log".to_owned()),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&"app.2026-11-23.log".to_owned()),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&"app.2026-11-23.1.log".to_owned()),
+        "{found:?}"
+    );
     let all = files(&dir);
     assert_eq!(seqs(&all["app.2026-11-22.log"]).len(), 10);
     assert_eq!(seqs(&all["app.log"]), [("c".to_owned(), 0)]);
@@ -226,8 +249,14 @@ fn an_existing_name_is_never_overwritten() {
     // Past the highest number of the day, so the order of names stays the order of
     // files.
     let found = names(&dir);
-    assert!(found.contains(&"app.2026-11-22.3.log".to_owned()), "{found:?}");
-    assert!(!found.contains(&"app.2026-11-22.1.log".to_owned()), "{found:?}");
+    assert!(
+        found.contains(&"app.2026-11-22.3.log".to_owned()),
+        "{found:?}"
+    );
+    assert!(
+        !found.contains(&"app.2026-11-22.1.log".to_owned()),
+        "{found:?}"
+    );
 }
 
 /// Five old rotated files, three unrelated ones.
@@ -257,14 +286,28 @@ fn retention_counts_right_at_start_up_and_at_each_rotation_and_spares_other_file
             .filter(|n| n.ends_with(".log"))
             .collect::<Vec<_>>()
     };
-    assert_eq!(rotated(&dir), ["app.2026-11-17.log", "app.2026-11-18.log", "app.2026-11-19.log"]);
+    assert_eq!(
+        rotated(&dir),
+        [
+            "app.2026-11-17.log",
+            "app.2026-11-18.log",
+            "app.2026-11-19.log"
+        ]
+    );
     log_seqs(&handler, "a", 0..1);
     listener.flush().unwrap();
     clock.advance(DAY);
     log_seqs(&handler, "b", 0..1);
     let stats = stop(listener);
     assert_eq!(stats.rotation.removed, 3);
-    assert_eq!(rotated(&dir), ["app.2026-11-18.log", "app.2026-11-19.log", "app.2026-11-22.log"]);
+    assert_eq!(
+        rotated(&dir),
+        [
+            "app.2026-11-18.log",
+            "app.2026-11-19.log",
+            "app.2026-11-22.log"
+        ]
+    );
     // A restart keeps 3 rotated files, not 2 (tracing#3496 deletes one too many).
     let (_, listener) = start(rotating(&path, rotation()));
     stop(listener);
@@ -304,13 +347,22 @@ fn a_clock_jump_back_neither_rotates_nor_names_a_file_older_than_one_there() {
         .unwrap()
         .as_secs() as i64;
     let clock = FakeClock::at(real_now + 10 * DAY);
-    let rotation = || Rotation::daily().max_size(2 << 10).keep(50).clock(clock.clone());
+    let rotation = || {
+        Rotation::daily()
+            .max_size(2 << 10)
+            .keep(50)
+            .clock(clock.clone())
+    };
     let (handler, listener) = start(rotating(&path, rotation()));
     log_seqs(&handler, "a", 0..100);
     listener.flush().unwrap();
     let before = stop(listener);
     let stamp_of = |name: &str| name.split('.').nth(1).unwrap_or_default().to_owned();
-    let first: Vec<String> = names(&dir).iter().filter(|n| *n != "app.log").map(|n| stamp_of(n)).collect();
+    let first: Vec<String> = names(&dir)
+        .iter()
+        .filter(|n| *n != "app.log")
+        .map(|n| stamp_of(n))
+        .collect();
     clock.advance(-2 * DAY);
     let (handler, listener) = start(rotating(&path, rotation()));
     log_seqs(&handler, "b", 0..100);
@@ -387,7 +439,12 @@ fn start_up_finishes_what_a_crash_left_of_a_compression() {
     assert_eq!(stats.rotation.compressed, 1);
     assert_eq!(
         names(&dir),
-        [".other.log.gz-42.tmp", "app.2026-11-20.log.gz", "app.2026-11-21.log.gz", "app.log"]
+        [
+            ".other.log.gz-42.tmp",
+            "app.2026-11-20.log.gz",
+            "app.2026-11-21.log.gz",
+            "app.log"
+        ]
     );
     let all = files(&dir);
     assert_eq!(all["app.2026-11-21.log.gz"], b"seq x 1\n");

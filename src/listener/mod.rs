@@ -360,7 +360,11 @@ fn open_outputs(
         .map(|output| {
             let level = output.level_or(default_level);
             let layout = output.layout(local_time);
-            Ok(SinkSlot::new(output.open(local_time, counters)?, level, layout))
+            Ok(SinkSlot::new(
+                output.open(local_time, counters)?,
+                level,
+                layout,
+            ))
         })
         .collect()
 }

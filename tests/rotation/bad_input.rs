@@ -145,7 +145,12 @@ fn a_disk_that_fills_during_rotations_counts_and_recovers() {
         n += 1;
         listener.flush().unwrap();
         let live = std::fs::read(&path).unwrap();
-        let line = live.iter().rev().skip(1).position(|&b| b == b'\n').unwrap_or(live.len());
+        let line = live
+            .iter()
+            .rev()
+            .skip(1)
+            .position(|&b| b == b'\n')
+            .unwrap_or(live.len());
         if live.len() + line + 1 > 16 << 10 {
             break;
         }
@@ -168,11 +173,22 @@ fn a_disk_that_fills_during_rotations_counts_and_recovers() {
     assert!(again.is_ok(), "{again:?} {:?}", listener.stats());
     let stats = stop(listener);
     assert!(full.lost > 0 && full.write_errors > 0, "{full:?}");
-    assert!(stats.rotation.compression_failed > 0, "{:?}", stats.rotation);
+    assert!(
+        stats.rotation.compression_failed > 0,
+        "{:?}",
+        stats.rotation
+    );
     assert!(full.rotation.rotations > rotations, "{full:?}");
     let text = text_of(&dir);
     assert!(text.contains("records lost (No space left on device)"));
-    assert!(text.contains("quelog: compressing"), "no compression notice: {}", text.lines().filter(|l| l.contains("quelog:")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        text.contains("quelog: compressing"),
+        "no compression notice: {}",
+        text.lines()
+            .filter(|l| l.contains("quelog:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // The records after the disk had room again are all there.
     let found = all_seqs(&dir, "a");
     assert!((1200..1300).all(|n| found.binary_search(&n).is_ok()));
@@ -189,7 +205,10 @@ fn a_disk_that_fills_during_rotations_counts_and_recovers() {
     log_seqs(&handler, "b", 0..100);
     listener.flush().unwrap();
     let stats = stop(listener);
-    assert!(stats.rotation.failed > 0 && stats.rotation.rotations == 0, "{stats:?}");
+    assert!(
+        stats.rotation.failed > 0 && stats.rotation.rotations == 0,
+        "{stats:?}"
+    );
     assert_eq!((stats.lost, stats.written), (0, 100));
     assert_eq!(all_seqs(&dir, "b"), (0..100).collect::<Vec<_>>());
     assert!(text_of(&dir).contains("quelog: rotating"));

@@ -84,7 +84,8 @@ impl Compressor {
                     let failed = self.backlog.len() as u64;
                     self.backlog.clear();
                     Counters::add(&self.common.counters.compression_errors, failed);
-                    self.common.note(format!("could not start compressing: {error}"));
+                    self.common
+                        .note(format!("could not start compressing: {error}"));
                     return;
                 }
             }
@@ -151,9 +152,8 @@ pub(super) fn recover(common: &Common) -> io::Result<Vec<Job>> {
 
 /// Where the file of `identity` is now (numbered names move), if it is still there.
 fn find(common: &Common, job: &Job) -> io::Result<Option<PathBuf>> {
-    let same = |path: &PathBuf| {
-        std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == job.identity)
-    };
+    let same =
+        |path: &PathBuf| std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == job.identity);
     if same(&job.path) {
         return Ok(Some(job.path.clone()));
     }

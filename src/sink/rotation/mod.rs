@@ -11,9 +11,9 @@
 //! file ends on a whole line.
 
 mod clock;
-mod config;
 #[cfg(feature = "compression")]
 mod compress;
+mod config;
 mod naming;
 mod retention;
 
@@ -30,9 +30,9 @@ use chrono::NaiveDateTime;
 use super::{FileSink, Sink};
 use crate::error::Error;
 use crate::stats::{Counters, RotationCounters};
-use naming::Names;
-pub use config::Rotation;
 use config::Period;
+pub use config::Rotation;
+use naming::Names;
 pub use naming::Naming;
 
 /// The first pause after a failed rotation before the next attempt; it doubles up to
@@ -55,7 +55,10 @@ impl Common {
     }
 
     fn note(&self, text: String) {
-        self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(text);
+        self.notes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(text);
     }
 }
 
@@ -143,7 +146,9 @@ impl RotatingFileSink {
         let written_at = meta.modified().ok().filter(|_| meta.len() > 0);
         let mut period = sink.period_of(written_at.unwrap_or(now));
         if let Ok(files) = sink.common.names.list() {
-            let newest = files.first().and_then(|f| naming::parse_stamp(&f.rank.stamp));
+            let newest = files
+                .first()
+                .and_then(|f| naming::parse_stamp(&f.rank.stamp));
             period = period.max(newest.unwrap_or(NaiveDateTime::MIN));
         }
         sink.period = period;
@@ -262,7 +267,9 @@ impl RotatingFileSink {
             return false;
         }
         let common = Arc::clone(&self.common);
+        let started = Instant::now();
         let result = self.try_rotate(now, &common);
+        common.counters.latency.record(started.elapsed());
         match result {
             Ok(()) => {
                 Counters::add(&common.counters.rotations, 1);

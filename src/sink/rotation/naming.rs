@@ -84,9 +84,8 @@ fn is_stamp(text: &str) -> bool {
         None => (text, None),
     };
     let date_ok = date.len() == 10 && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok();
-    let hour_ok = hour.is_none_or(|h| {
-        h.len() == 2 && h.bytes().all(|b| b.is_ascii_digit()) && h < "24"
-    });
+    let hour_ok =
+        hour.is_none_or(|h| h.len() == 2 && h.bytes().all(|b| b.is_ascii_digit()) && h < "24");
     date_ok && hour_ok
 }
 
@@ -299,7 +298,13 @@ mod tests {
         let (one, _) = names.parse("app.log.1").unwrap();
         let (two, gz) = names.parse("app.log.2.gz").unwrap();
         assert!(one > two && gz);
-        for foreign in ["app.log", "app.log.0", "app.log.01", "app.log.x", "app.logs.1"] {
+        for foreign in [
+            "app.log",
+            "app.log.0",
+            "app.log.01",
+            "app.log.x",
+            "app.logs.1",
+        ] {
             assert!(names.parse(foreign).is_none(), "{foreign}");
         }
         assert!(names.is_temp(".app.log.gz-1234.tmp"));

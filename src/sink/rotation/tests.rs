@@ -38,7 +38,10 @@ fn a_batch_is_split_only_between_lines() {
     sink.write_batch(b"a\nbb\nccccccccccc\nd\n").unwrap();
     sink.sync().unwrap();
     assert_eq!(std::fs::read(dir.join("app.log.2")).unwrap(), b"a\nbb\n");
-    assert_eq!(std::fs::read(dir.join("app.log.1")).unwrap(), b"ccccccccccc\n");
+    assert_eq!(
+        std::fs::read(dir.join("app.log.1")).unwrap(),
+        b"ccccccccccc\n"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), b"d\n");
     let _ = std::fs::remove_dir_all(dir);
 }
