@@ -171,7 +171,7 @@ impl SinkSlot {
             }
             notice::push_drop_notices(layout, self.drops_told, drops_now, &mut notices);
             for text in &self.sink_notices {
-                notice::push_notice(layout, log::Level::Warn, &text, &mut notices);
+                notice::push_notice(layout, log::Level::Warn, text, &mut notices);
             }
             self.buffer.splice(0..0, notices);
         }
