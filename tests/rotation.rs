@@ -399,6 +399,29 @@ fn a_dst_change_in_local_time_makes_no_two_files_collide() {
     assert_eq!(stats.rotation.rotations, 1);
     assert_eq!(names(&dir), ["app.2026-11-22T02.log", "app.log"]);
     assert_eq!(seqs(&files(&dir)["app.2026-11-22T02.log"]).len(), 6);
+
+    // A zone that falls back at midnight (Chile's did): 23:30 on the 21st, midnight
+    // (a rotation), then 23:00 on the 21st again for an hour, then the 22nd for real.
+    let dir = temp_dir("dst-midnight");
+    let path = dir.join("app.log");
+    let clock = FakeClock::at(NOV_22_10H - 10 * HOUR - HOUR / 2);
+    clock.set_utc_offset(0);
+    let rotation = Rotation::daily().local_time(true).clock(clock.clone());
+    let (handler, listener) = start(rotating(&path, rotation));
+    log_seqs(&handler, "before", 0..3);
+    listener.flush().unwrap();
+    clock.advance(HOUR / 2);
+    log_seqs(&handler, "midnight", 0..3);
+    listener.flush().unwrap();
+    clock.set_utc_offset(-3600);
+    log_seqs(&handler, "repeated", 0..3);
+    listener.flush().unwrap();
+    clock.advance(2 * HOUR);
+    log_seqs(&handler, "after", 0..3);
+    let stats = stop(listener);
+    assert_eq!(stats.rotation.rotations, 1);
+    assert_eq!(names(&dir), ["app.2026-11-21.log", "app.log"]);
+    assert_eq!(seqs(&files(&dir)["app.log"]).len(), 9);
 }
 
 #[test]
