@@ -20,14 +20,14 @@ mod retention;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::NaiveDateTime;
 
-use super::{FileSink, Sink};
+use super::{Detached, FileSink, Sink};
 use crate::error::Error;
 use crate::stats::{Counters, RotationCounters};
 use config::Period;
@@ -311,7 +311,6 @@ impl RotatingFileSink {
                 target
             }
         };
-        let identity = std::fs::metadata(&rotated).map(|m| (m.dev(), m.ino()));
         match FileSink::open(&self.path) {
             Ok(file) => self.file = file,
             Err(error) => {
@@ -331,16 +330,25 @@ impl RotatingFileSink {
         self.period = self.period.max(self.period_of(now));
         self.prune(now);
         drop(dir);
+        self.queue_compression(rotated);
+        Ok(())
+    }
+
+    /// Queues the rotated file at `rotated` for compression, when this output
+    /// compresses.
+    fn queue_compression(&mut self, rotated: PathBuf) {
         #[cfg(feature = "compression")]
-        if let (Some(compressor), Ok(identity)) = (&mut self.compressor, identity) {
-            compressor.queue(compress::Job {
-                identity,
-                path: rotated,
-            });
+        if let Some(compressor) = &mut self.compressor {
+            if let Ok(meta) = std::fs::metadata(&rotated) {
+                use std::os::unix::fs::MetadataExt;
+                compressor.queue(compress::Job {
+                    identity: (meta.dev(), meta.ino()),
+                    path: rotated,
+                });
+            }
         }
         #[cfg(not(feature = "compression"))]
-        let _ = identity;
-        Ok(())
+        let _ = rotated;
     }
 
     /// Renames the live file to its rotated name, answering that name.
@@ -472,7 +480,29 @@ impl Sink for RotatingFileSink {
     fn reopen(&mut self) -> io::Result<()> {
         self.file.reopen()?;
         self.len = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        if let Some(rotated) = self.stranded.take() {
+            // The live path exists again: the rotation that could not create it is
+            // done now, and its file is a rotated one like any other.
+            let now = self.rotation.clock.now();
+            self.unsynced_rotated += self.unsynced_live;
+            self.unsynced_live = 0;
+            self.period = self.period.max(self.period_of(now));
+            let common = Arc::clone(&self.common);
+            let dir = common.lock_dir();
+            self.prune(now);
+            drop(dir);
+            self.queue_compression(rotated);
+        }
         Ok(())
+    }
+
+    fn detached(&self) -> Option<Detached> {
+        // Stranded, the live path is gone by this sink's own rotation, which creates
+        // it again at its next attempt.
+        if self.stranded.is_some() {
+            return None;
+        }
+        self.file.detached()
     }
 
     fn prepare_rewrite(&mut self) -> io::Result<()> {

@@ -26,7 +26,10 @@ fn a_rewrite_after_a_failed_sync_skips_what_went_into_files_rotated_since() {
     sink.sync().unwrap();
     assert_eq!(std::fs::read(dir.join("app.log.1")).unwrap(), b"one\ntwo\n");
     assert_eq!(std::fs::read(&path).unwrap(), b"three\n");
-    assert!(!dir.join("app.log.2").exists(), "rewritten into another file");
+    assert!(
+        !dir.join("app.log.2").exists(),
+        "rewritten into another file"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
