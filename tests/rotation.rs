@@ -487,5 +487,22 @@ fn keep_zero_keeps_no_rotated_file_and_goes_on() {
     assert_eq!(seqs(&files(&dir)["app.log"]).last().unwrap().1, 199);
 }
 
+#[test]
+fn a_live_file_deleted_under_a_rotating_output_is_created_again() {
+    let dir = temp_dir("deleted");
+    let path = dir.join("app.log");
+    let (handler, listener) = start(rotating(&path, Rotation::size(1 << 20)));
+    log_seqs(&handler, "a", 0..10);
+    listener.flush().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    // Past the listener's 10 ms between checks, so it looks before the next batch.
+    std::thread::sleep(Duration::from_millis(20));
+    log_seqs(&handler, "b", 0..10);
+    listener.flush().unwrap();
+    let stats = stop(listener);
+    assert_eq!(stats.detached_reopens, 1, "{stats:?}");
+    assert_eq!(seqs(&files(&dir)["app.log"]).len(), 10);
+}
+
 #[path = "rotation/bad_input.rs"]
 mod bad_input;
