@@ -29,6 +29,7 @@
 mod bench;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use log::{Level, LevelFilter, Log, Record};
 use quelog::test_hooks::FakeClock;
@@ -164,12 +165,17 @@ fn bench_run(rotate: Option<u64>, samples: usize, ticks_per_ns: f64) -> Result<S
     let (handler, listener) = Builder::new()
         .output(output)
         .capacity(256 << 20)
+        // Tiny rotation sizes make the listener slow (several fsyncs per rotation):
+        // let the final flush and stop wait for it.
+        .shutdown_timeout(Duration::from_secs(600))
         .level(LevelFilter::Info)
         .env_var(None)
         .build()
         .map_err(|e| e.to_string())?;
+    let started = Instant::now();
     let calls = timed_calls(&handler, samples);
     listener.flush().map_err(|e| e.to_string())?;
+    let drained = started.elapsed();
     let stats = listener.stop().map_err(|e| e.to_string())?;
     let [p50, p99, p999, max] = bench::quantiles_ns(calls, ticks_per_ns, [0.5, 0.99, 0.999, 1.0]);
     let what = match rotate {
@@ -177,7 +183,7 @@ fn bench_run(rotate: Option<u64>, samples: usize, ticks_per_ns: f64) -> Result<S
         None => "no rotation".to_owned(),
     };
     println!(
-        "{what:24} calls {:>7}  p50 {p50:>6.0} ns  p99 {p99:>7.0} ns  p99.9 {p999:>8.0} ns  max {:>7.1} us  dropped {}",
+        "{what:24} calls {:>7}  p50 {p50:>6.0} ns  p99 {p99:>7.0} ns  p99.9 {p999:>8.0} ns  max {:>7.1} us  dropped {}  all written in {drained:.2?}",
         2 * samples,
         max / 1000.0,
         stats.dropped.total()

@@ -122,8 +122,11 @@ impl Rotation {
         self
     }
 
-    /// Gzips rotated files (`app.2026-11-22.log.gz`) on a thread of its own, crash
-    /// safely (see the crate feature `compression`). Default off.
+    /// Gzips rotated files (`app.2026-11-22.log.gz`) on a thread of its own (never in
+    /// the listener's drain), crash safely: a temporary file, synced, renamed, then the
+    /// original removed; a start-up finishes or cleans up what a crash left. At a stop
+    /// the queued compressions get up to 2 seconds; the rest is done at the next
+    /// start. Needs the crate feature `compression`. Default off.
     #[cfg(feature = "compression")]
     pub fn compress(mut self, on: bool) -> Rotation {
         self.compress = on;

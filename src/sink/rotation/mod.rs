@@ -212,7 +212,7 @@ impl RotatingFileSink {
         let names = &self.common.names;
         let counters = &self.common.counters;
         let pruned = match names.list() {
-            Ok(files) => retention.prune(names, &files, now),
+            Ok(files) => retention.prune(&files, now),
             Err(error) => retention::Pruned {
                 removed: 0,
                 errors: vec![error],

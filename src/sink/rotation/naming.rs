@@ -17,7 +17,8 @@ use chrono::NaiveDateTime;
 ///   rename however many files are kept.
 /// * [`Naming::Numbers`]: logrotate's style, `app.log.1` the newest, then `app.log.2`
 ///   and so on: every rotation renames each kept file one number up (from the oldest
-///   down, so no name is ever overwritten).
+///   down, so no name is ever overwritten), each rename followed by a directory
+///   sync, so bound it with [`crate::Rotation::keep`].
 ///
 /// With compression a `.gz` follows either name. Ordering is by date then number
 /// (dates), or by number (numbers, smaller is newer).

@@ -5,7 +5,7 @@
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use super::naming::{Names, Rotated};
+use super::naming::Rotated;
 
 /// How many rotated files to keep, and for how long.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,9 +45,8 @@ impl Retention {
     }
 
     /// Removes the rotated files beyond retention, counting a file and its compressed
-    /// copy (both exist only for a moment) as one. `files` is newest first. The
-    /// directory is synced once after the removals.
-    pub(super) fn prune(&self, names: &Names, files: &[Rotated], now: SystemTime) -> Pruned {
+    /// copy (both exist only for a moment) as one. `files` is newest first.
+    pub(super) fn prune(&self, files: &[Rotated], now: SystemTime) -> Pruned {
         let mut pruned = Pruned::default();
         if self.is_unbounded() {
             return pruned;
@@ -70,11 +69,8 @@ impl Retention {
             }
             index += 1;
         }
-        if pruned.removed > 0 {
-            if let Err(error) = super::sync_dir(&names.dir) {
-                pruned.errors.push(error);
-            }
-        }
+        // No directory sync after removals: one undone by a power loss is done again
+        // by the next start-up, and the listener is spared an fsync per rotation.
         pruned
     }
 }
