@@ -14,16 +14,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quelog::test_hooks::ListenerHooks;
-use quelog::{Builder, Output, Rotation, SyncPolicy};
+use quelog::{Builder, Naming, Output, Rotation, SyncPolicy};
 use support::rotated::files;
 
 const CHILD_ENV: &str = "QUELOG_ROTATION_CHILD";
 const DIR_ENV: &str = "QUELOG_ROTATION_DIR";
 const RUN_ENV: &str = "QUELOG_ROTATION_RUN";
+const NAMING_ENV: &str = "QUELOG_ROTATION_NAMING";
 
-/// Small files and compression: a rotation every few records' milliseconds.
+/// Small files and compression: a rotation every few records' milliseconds. Numbered
+/// names (every rotation renames every file) when the parent says so.
 fn rotation() -> Rotation {
-    Rotation::size(8 << 10).compress(true)
+    let rotation = Rotation::size(8 << 10).compress(true);
+    match std::env::var(NAMING_ENV).as_deref() {
+        Ok("numbers") => rotation.naming(Naming::Numbers).keep(1000),
+        _ => rotation,
+    }
 }
 
 #[test]
@@ -101,8 +107,14 @@ fn child_drain_after_rotations(dir: &Path) {
 }
 
 fn command(scenario: &str, dir: &Path, run: u64) -> Command {
+    let naming = if dir.ends_with("numbers") {
+        "numbers"
+    } else {
+        "dates"
+    };
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
+        .env(NAMING_ENV, naming)
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, scenario)
         .env(DIR_ENV, dir)
@@ -145,14 +157,25 @@ fn records(dir: &Path) -> std::collections::HashMap<String, Vec<u64>> {
 
 #[test]
 fn sigkill_during_rotations_loses_no_acknowledged_record_and_doubles_none() {
-    let dir = support::common::temp_dir("crash-rotation", "sigkill");
+    sigkill_during_rotations("dates");
+}
+
+#[test]
+fn sigkill_during_numbered_rotations_loses_no_acknowledged_record_and_doubles_none() {
+    sigkill_during_rotations("numbers");
+}
+
+/// Kills children logging into one directory (named `naming`) at random moments.
+fn sigkill_during_rotations(naming: &str) {
+    let dir = support::common::temp_dir("crash-rotation", "sigkill").join(naming);
+    std::fs::create_dir_all(&dir).unwrap();
     let mut random = quelog::fuzzing::pseudo_random();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
     let mut below = |n: u64| (random() ^ seed) % n;
-    let runs = 20;
+    let runs = 12;
     let acks: Arc<Mutex<std::collections::HashMap<String, u64>>> = Arc::default();
     for run in 0..runs {
         let mut child = command("log-and-ack", &dir, run).spawn().unwrap();
@@ -208,12 +231,12 @@ fn sigkill_during_rotations_loses_no_acknowledged_record_and_doubles_none() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let plain = names
         .iter()
-        .filter(|n| n.ends_with(".log") && *n != "app.log")
+        .filter(|n| !n.ends_with(".gz") && *n != "app.log")
         .count();
     assert_eq!(plain, 0, "rotated files left uncompressed: {names:?}");
     eprintln!(
-        "SIGKILL during rotations: {runs} runs, {} files, {checked} acknowledged records \
-         checked, {} records in all, none twice (seed {seed})",
+        "SIGKILL during rotations ({naming}): {runs} runs, {} files, {checked} acknowledged \
+         records checked, {} records in all, none twice (seed {seed})",
         names.len(),
         found.values().map(Vec::len).sum::<usize>()
     );
