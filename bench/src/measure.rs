@@ -30,6 +30,8 @@ pub struct RunResult {
     /// Log calls per second: `emitted` over the time from the threads' start to the
     /// last thread's last call.
     pub calls_per_s: f64,
+    /// The lowest and highest `calls_per_s` of the runs behind a median row.
+    pub calls_per_s_range: [f64; 2],
     /// Caller latency percentiles in ns, the timer's own cost subtracted.
     pub p50_ns: f64,
     pub p99_ns: f64,

@@ -29,6 +29,12 @@ pub fn median(runs: &[RunResult]) -> RunResult {
             .reported_dropped
             .map(|_| f(|r| r.reported_dropped.unwrap_or(0) as f64) as u64),
         calls_per_s: f(|r| r.calls_per_s),
+        calls_per_s_range: [
+            runs.iter()
+                .map(|r| r.calls_per_s)
+                .fold(f64::INFINITY, f64::min),
+            runs.iter().map(|r| r.calls_per_s).fold(0.0, f64::max),
+        ],
         p50_ns: f(|r| r.p50_ns),
         p99_ns: f(|r| r.p99_ns),
         p999_ns: f(|r| r.p999_ns),
@@ -125,16 +131,18 @@ pub fn summary_table(rows: &[RunResult], threads: &[usize]) -> String {
 /// Every measured field, one row per backend and thread count.
 pub fn full_table(rows: &[RunResult]) -> String {
     let mut out = String::from(
-        "| backend | T | calls/s | p50 | p99 | p99.9 | max | written+synced | after last call | in file / emitted | backend-reported drops | bytes/line | peak RSS |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| backend | T | calls/s | runs' range | p50 | p99 | p99.9 | max | written+synced | after last call | in file / emitted | backend-reported drops | bytes/line | peak RSS |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.3} s | {:.3} s | {} / {} ({:.1}%) | {} | {:.0} | {:.1} MiB |",
+            "| {} | {} | {} | {}-{} | {} | {} | {} | {} | {:.3} s | {:.3} s | {} / {} ({:.1}%) | {} | {:.0} | {:.1} MiB |",
             r.backend,
             r.threads,
             millions(r.calls_per_s),
+            millions(r.calls_per_s_range[0]),
+            millions(r.calls_per_s_range[1]),
             duration(r.p50_ns),
             duration(r.p99_ns),
             duration(r.p999_ns),
@@ -320,4 +328,85 @@ pub fn targets_list(checks: &[Check]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(backend: &str, threads: usize, calls_per_s: f64, p999_ns: f64) -> RunResult {
+        RunResult {
+            backend: backend.into(),
+            threads,
+            emitted: 100,
+            in_file: 100,
+            calls_per_s,
+            p999_ns,
+            ..RunResult::default()
+        }
+    }
+
+    #[test]
+    fn median_takes_each_field_on_its_own() {
+        let runs = [
+            result("q", 1, 3.0, 10.0),
+            result("q", 1, 1.0, 30.0),
+            result("q", 1, 2.0, 20.0),
+        ];
+        let m = median(&runs);
+        assert_eq!((m.calls_per_s, m.p999_ns), (2.0, 20.0));
+        assert_eq!(m.calls_per_s_range, [1.0, 3.0]);
+        assert_eq!(median(&runs[..2]).calls_per_s, 2.0);
+    }
+
+    #[test]
+    fn lossless_target_needs_twice_spdlog() {
+        let check = |quelog: f64| {
+            let rows = [
+                result("quelog-block", 1, quelog, 1.0),
+                result("spdlog-async", 1, 1e6, 1.0),
+            ];
+            targets(&rows, &[1], None)
+                .into_iter()
+                .find(|c| {
+                    c.text
+                        .starts_with("lossless calls/s at T=1: quelog-block / spdlog-async")
+                })
+                .map(|c| c.met)
+        };
+        assert_eq!(check(2.1e6), Some(true));
+        assert_eq!(check(1.9e6), Some(false));
+    }
+
+    #[test]
+    fn block_tail_target_is_an_upper_bound() {
+        let check = |quelog_p999: f64| {
+            let rows = [
+                result("quelog-block", 2, 1e6, quelog_p999),
+                result("spdlog-async", 2, 1e6, 8_000.0),
+            ];
+            targets(&rows, &[1, 2], None)
+                .into_iter()
+                .find(|c| c.text.starts_with("Block caller p99.9 at T=2"))
+                .map(|c| c.met)
+        };
+        assert_eq!(check(7_000.0), Some(true));
+        assert_eq!(check(9_000.0), Some(false));
+    }
+
+    #[test]
+    fn counts_only_the_benchmark_lines() {
+        let path = std::env::temp_dir().join(format!("quelog-bench-count-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "a request 1 handled in 1 us by worker-7\n\
+             quelog: 3 records dropped (queue full)\n\
+             b request 2 handled in 2 us by worker-7\n\
+             c request 3 handled in 3 us by worker-7",
+        )
+        .unwrap();
+        let counted = crate::measure::count_records(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(counted, 3);
+    }
 }

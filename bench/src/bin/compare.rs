@@ -196,6 +196,8 @@ fn parent(args: &Args) -> io::Result<()> {
     let began = Instant::now();
     let mut runs: Vec<RunResult> = Vec::new();
     let mut drains: Vec<DrainResult> = Vec::new();
+    // Runs where the file and the backend's own drop count disagree.
+    let mut mismatches: Vec<String> = Vec::new();
     // Run-major order: each backend's runs are spread over the whole session, so
     // a burst of load from elsewhere does not hit all runs of one backend.
     for run in 0..args.runs {
@@ -235,6 +237,18 @@ fn parent(args: &Args) -> io::Result<()> {
                     r.synced_s,
                     rss as f64 / 1024.0
                 );
+                if let Some(dropped) = r.reported_dropped {
+                    if r.in_file + dropped != r.emitted {
+                        let note = format!(
+                            "{name} T={threads} run {}: {} lines in the file + {dropped} reported dropped != {} calls",
+                            run + 1,
+                            r.in_file,
+                            r.emitted
+                        );
+                        eprintln!("compare: {note}");
+                        mismatches.push(note);
+                    }
+                }
                 runs.push(r);
             }
         }
@@ -257,7 +271,7 @@ fn parent(args: &Args) -> io::Result<()> {
         d[d.len() / 2].clone()
     });
     let elapsed = began.elapsed();
-    let markdown = render(args, &medians, drain.as_ref(), elapsed);
+    let markdown = render(args, &medians, drain.as_ref(), &mismatches, elapsed);
     print!("{markdown}");
     std::fs::write(args.out.join("compare.md"), &markdown)?;
     if args.update {
@@ -394,6 +408,7 @@ fn render(
     args: &Args,
     medians: &[RunResult],
     drain: Option<&DrainResult>,
+    mismatches: &[String],
     elapsed: Duration,
 ) -> String {
     let m = machine();
@@ -419,6 +434,17 @@ fn render(
     out.push_str(&report::summary_table(medians, &args.threads));
     out.push_str("\nEvery measurement:\n\n");
     out.push_str(&report::full_table(medians));
+    if mismatches.is_empty() {
+        out.push_str(
+            "\nAccounting: in every run of a backend that counts its drops (quelog, tracing-appender), \
+             lines in the file + drops reported = calls made.\n",
+        );
+    } else {
+        out.push_str("\nAccounting mismatches (lines in the file + drops reported != calls):\n\n");
+        for m in mismatches {
+            out.push_str(&format!("- {m}\n"));
+        }
+    }
     if let Some(d) = drain {
         out.push_str(&format!(
             "\nDrain rate (one listener, 1M queued records into a file, no fsync): {:.2}M records/s ({} written in {:.3} s, median of {} runs)\n",
