@@ -154,6 +154,7 @@ fn spawn_child(name: &str, threads: usize, records: u64, file: &Path) -> io::Res
         }
         if started.elapsed() > CHILD_TIMEOUT {
             let _ = child.kill();
+            let _ = child.wait();
             return Err(io::Error::other(format!("{name} T={threads} timed out")));
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -196,7 +197,7 @@ fn parent(args: &Args) -> io::Result<()> {
     let began = Instant::now();
     let mut runs: Vec<RunResult> = Vec::new();
     let mut drains: Vec<DrainResult> = Vec::new();
-    // Runs where the file and the backend's own drop count disagree.
+    // Runs that failed, or where the file and the backend's own drop count disagree.
     let mut mismatches: Vec<String> = Vec::new();
     // Run-major order: each backend's runs are spread over the whole session, so
     // a burst of load from elsewhere does not hit all runs of one backend.
@@ -217,9 +218,23 @@ fn parent(args: &Args) -> io::Result<()> {
         for name in &selected {
             for &threads in &args.threads {
                 let file = dir.join(format!("{name}-{threads}.log"));
-                let (out, rss) = spawn_child(name, threads, args.records, &file)?;
-                let mut r: RunResult =
-                    serde_json::from_str(out.trim()).map_err(io::Error::other)?;
+                let outcome =
+                    spawn_child(name, threads, args.records, &file).and_then(|(out, rss)| {
+                        serde_json::from_str::<RunResult>(out.trim())
+                            .map(|r| (r, rss))
+                            .map_err(io::Error::other)
+                    });
+                // A backend that fails or hangs is reported; the others still run.
+                let (mut r, rss) = match outcome {
+                    Ok(measured) => measured,
+                    Err(e) => {
+                        let note = format!("{name} T={threads} run {}: {e}", run + 1);
+                        eprintln!("compare: {note}");
+                        mismatches.push(note);
+                        let _ = std::fs::remove_file(&file);
+                        continue;
+                    }
+                };
                 r.peak_rss_kib = rss;
                 r.in_file = count_records(&file)?;
                 r.bytes_per_record =
@@ -262,7 +277,9 @@ fn parent(args: &Args) -> io::Result<()> {
                 .filter(|r| r.backend == *name && r.threads == threads)
                 .cloned()
                 .collect();
-            medians.push(report::median(&of));
+            if !of.is_empty() {
+                medians.push(report::median(&of));
+            }
         }
     }
     let drain = (!drains.is_empty()).then(|| {
@@ -440,7 +457,7 @@ fn render(
              lines in the file + drops reported = calls made.\n",
         );
     } else {
-        out.push_str("\nAccounting mismatches (lines in the file + drops reported != calls):\n\n");
+        out.push_str("\nFailed runs and accounting mismatches (lines in the file + drops reported != calls):\n\n");
         for m in mismatches {
             out.push_str(&format!("- {m}\n"));
         }
