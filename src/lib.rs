@@ -102,8 +102,9 @@
 //! message, as `log::info!` does, when the format string has anything but `{}`,
 //! `{:?}`, `{{` and `}}` (a width, `{0}`, `{name}`: decided once per callsite), for a
 //! named argument, a `Debug`-only argument, key-values, a message that could need
-//! cutting, in a forked child, and when quelog is not the installed logger (the
-//! record then goes through `log` to whatever logger is). `log`'s
+//! cutting, in a forked child, and when quelog is not `log`'s global logger (the
+//! record then goes through `log` to whatever logger is; a logger wrapping a
+//! [`QueueHandler`] gets every record that way, its `log` sees them all). `log`'s
 //! `STATIC_MAX_LEVEL`, `max_level()` and quelog's filter apply exactly as to
 //! `log::info!`; arguments are evaluated once, and not at all for a disabled level.
 //!

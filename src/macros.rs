@@ -14,7 +14,8 @@
 //!   precision, `{0}`, `{name}`): decided once per callsite, on its first enabled call;
 //! * an argument is named (`x = 5`), or has `Debug` only, or sits at a `{:?}` without
 //!   being a raw type;
-//! * the message could need cutting, or quelog is not the installed logger, or this is
+//! * the message could need cutting, or quelog is not `log`'s global logger (a logger
+//!   wrapping a `QueueHandler` is not: its own `log` must see the records), or this is
 //!   a forked child (its records are written on the spot, see [`crate::fork`]);
 //! * key-values or `logger:` are given: the whole call is `log`'s.
 //!
@@ -114,7 +115,7 @@ pub mod __private {
         target: Option<&str>,
         args: &[Arg<'_>],
     ) -> bool {
-        match crate::global::installed_handler() {
+        match crate::handler::raw::global_handler() {
             Some(handler) => handler.log_raw(site, level, target, args),
             None => false,
         }

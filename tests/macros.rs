@@ -413,3 +413,86 @@ fn same_lines_as_log_from_a_forked_child() {
         let _ = std::fs::remove_file(&path);
     });
 }
+
+/// A handler given to `log::set_logger` by hand (no `Builder::install`) is found: the
+/// macros go raw.
+#[test]
+fn a_handler_set_as_the_logger_by_hand_gets_raw_records() {
+    let watch = Watch {
+        stall: Duration::from_secs(20),
+        total: Duration::from_secs(60),
+        stacks: false,
+    };
+    in_child(
+        "a_handler_set_as_the_logger_by_hand_gets_raw_records",
+        None,
+        watch,
+        || {
+            let text = Memory::default();
+            let (handler, listener) = builder()
+                .output(Output::sink(text.clone()))
+                .build()
+                .unwrap();
+            let handler: &'static quelog::QueueHandler = Box::leak(Box::new(handler));
+            log::set_logger(handler).unwrap();
+            log::set_max_level(LevelFilter::Trace);
+            log_cases(true);
+            listener.flush().unwrap();
+            assert_pairs_equal(&text.lines(), without_text_timestamp, "set by hand");
+            listener.stop().unwrap();
+        },
+    );
+}
+
+/// Forwards to a quelog handler and counts: a logger around quelog must see every
+/// record, so the macros do not go raw past it.
+struct Wrapper {
+    inner: quelog::QueueHandler,
+    seen: AtomicU32,
+}
+
+impl log::Log for Wrapper {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.inner.enabled(metadata)
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        self.inner.log(record);
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn a_logger_wrapping_a_handler_sees_every_record() {
+    let watch = Watch {
+        stall: Duration::from_secs(20),
+        total: Duration::from_secs(60),
+        stacks: false,
+    };
+    in_child(
+        "a_logger_wrapping_a_handler_sees_every_record",
+        None,
+        watch,
+        || {
+            let text = Memory::default();
+            let (inner, listener) = builder()
+                .output(Output::sink(text.clone()))
+                .build()
+                .unwrap();
+            let wrapper: &'static Wrapper = Box::leak(Box::new(Wrapper {
+                inner,
+                seen: AtomicU32::new(0),
+            }));
+            log::set_logger(wrapper).unwrap();
+            log::set_max_level(LevelFilter::Trace);
+            log_cases(false);
+            listener.flush().unwrap();
+            let lines = text.lines();
+            assert_pairs_equal(&lines, without_text_timestamp, "wrapped");
+            // Both macros of every pair went through the wrapper (the muted pair too).
+            let seen = wrapper.seen.load(Ordering::Relaxed) as usize;
+            assert!(seen >= lines.len(), "{seen} < {}", lines.len());
+            listener.stop().unwrap();
+        },
+    );
+}

@@ -16,7 +16,7 @@ pub(crate) mod capture;
 pub(crate) mod clock;
 mod kv;
 pub(crate) mod message;
-mod raw;
+pub(crate) mod raw;
 // Without the tracing subscriber nothing enters spans; `log` records still look.
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) mod span_stack;
@@ -280,6 +280,9 @@ fn write_after_stop(level: log::Level, target: &str, message: &[u8]) {
 
 impl log::Log for QueueHandler {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        if self.answer_probe(metadata.target()) {
+            return true;
+        }
         // The level first (a plain compare); the target table only for a record at a
         // level some directive enables.
         metadata.level() <= self.shared.level

@@ -3,7 +3,9 @@
 //! allocation, bounded, signal-safe); what differs is the message section, raw
 //! arguments ([`crate::record::args`]) instead of text.
 
+use std::cell::Cell;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use log::Metadata;
 
@@ -106,6 +108,82 @@ impl FieldSink for StackRecord {
     fn format(&mut self, _: std::fmt::Arguments<'_>) -> bool {
         false
     }
+}
+
+/// The target of the probe [`global_handler`] sends the global logger: only its
+/// address matters (a `static` of its own, so no other string shares it). Any other
+/// logger sees one `enabled` query for a target nobody names.
+static PROBE: [u8; 13] = *b"quelog::probe";
+
+thread_local! {
+    /// The handler that answered this thread's probe (null: none did).
+    static ANSWERED: Cell<*const QueueHandler> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The handler found behind `log::logger()`, once found (the global logger is set
+/// once per process and never changes after).
+static FOUND: AtomicPtr<QueueHandler> = AtomicPtr::new(std::ptr::null_mut());
+
+fn probe_target() -> &'static str {
+    std::str::from_utf8(&PROBE).unwrap_or_default()
+}
+
+impl QueueHandler {
+    /// Answers [`global_handler`]'s probe (from [`log::Log::enabled`]): `true` if
+    /// `target` is the probe, after noting this handler for the calling thread.
+    #[inline]
+    pub(crate) fn answer_probe(&self, target: &str) -> bool {
+        if !std::ptr::eq(target.as_ptr(), PROBE.as_ptr()) {
+            return false;
+        }
+        let _ = ANSWERED.try_with(|answered| answered.set(self));
+        true
+    }
+}
+
+/// The quelog handler that is `log`'s global logger, if one is: installed by
+/// [`crate::Builder::install`], or a [`QueueHandler`] given to `log::set_logger` (or
+/// `set_boxed_logger`) by hand. A logger that wraps a handler is not it (its own
+/// `log` must see the records; see the check below for the one kind it cannot tell). Lock-free, allocation-free, bounded: a load once
+/// found; before that one `enabled` call on the global logger.
+#[inline]
+pub(crate) fn global_handler() -> Option<&'static QueueHandler> {
+    if let Some(handler) = crate::global::installed_handler() {
+        return Some(handler);
+    }
+    let found = FOUND.load(Ordering::Acquire);
+    // SAFETY: `FOUND` only ever holds null or the address of the `'static` global
+    // logger, checked below to be a `QueueHandler`; it is never freed (log's global
+    // logger lives as long as the process).
+    if let Some(handler) = unsafe { found.as_ref() } {
+        return Some(handler);
+    }
+    let logger = log::logger();
+    let _ = ANSWERED.try_with(|answered| answered.set(std::ptr::null()));
+    let probe = Metadata::builder()
+        .level(log::Level::Error)
+        .target(probe_target())
+        .build();
+    logger.enabled(&probe);
+    let answered = ANSWERED
+        .try_with(|answered| answered.replace(std::ptr::null()))
+        .unwrap_or(std::ptr::null());
+    // The handler that answered must be the global logger itself, not one inside it:
+    // the same address (a wrapper's first field may share its wrapper's) and the
+    // size and alignment of a `QueueHandler` (read from the logger's vtable; a
+    // wrapper with any state of its own is bigger). A stateless newtype around a
+    // handler would pass for it: its `log` then does not see the macros' records.
+    let global = std::ptr::from_ref(logger).cast::<()>();
+    let same_shape = std::mem::size_of_val(logger) == std::mem::size_of::<QueueHandler>()
+        && std::mem::align_of_val(logger) == std::mem::align_of::<QueueHandler>();
+    if answered.is_null() || !std::ptr::eq(answered.cast::<()>(), global) || !same_shape {
+        return None;
+    }
+    FOUND.store(answered.cast_mut(), Ordering::Release);
+    // SAFETY: `answered` is the data pointer of `log::logger()`, a `&'static dyn Log`
+    // whose `enabled` (quelog's) wrote its own `self` there: a `QueueHandler` that
+    // lives for the rest of the process.
+    unsafe { answered.as_ref() }
 }
 
 impl ArgSink for MessageBuf<'_> {
