@@ -71,9 +71,11 @@
 //!
 //! The exception is [`Overflow::Block`]: an ordinary thread (not inside another log
 //! call, not the listener) may then sleep while the ring is full and a listener is
-//! draining it, up to the timeout (`Duration::MAX`: no limit). With no listener
-//! running (before it starts, after it died or stopped) nobody will make room, so
-//! nobody waits.
+//! draining it, up to the timeout (`Duration::MAX`: no limit), on a futex the
+//! listener signals as it frees slots. With no listener running (before it starts,
+//! after it died or stopped) nobody will make room, so nobody waits. A signal handler
+//! that interrupted ordinary code is such a thread too: it may wait, bounded by the
+//! timeout (the wait is async-signal-safe).
 //!
 //! # Accounting
 //!

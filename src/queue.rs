@@ -21,8 +21,14 @@ pub enum Overflow {
     #[default]
     Drop,
     /// An ordinary thread waits for room, up to `timeout`, then drops and counts.
+    /// It spins for a few microseconds, then sleeps on a futex the listener signals
+    /// as it frees slots (never a timed sleep-and-poll), so it resumes as soon as
+    /// there is room. It does not wait while no listener runs (before one starts,
+    /// after it stopped or died), and a stop wakes every waiter.
     ///
-    /// A thread already inside a log call (a signal handler or `Drop` that interrupted
+    /// A signal handler that interrupted ordinary code waits like any caller (the
+    /// futex, `clock_gettime` and the claim are async-signal-safe), bounded by
+    /// `timeout`: keep it short if handlers log. A thread already inside a log call (a signal handler or `Drop` that interrupted
     /// one, a `Display` that logs) and the listener thread never wait, whatever this
     /// says: they could be waiting for their own thread's unfinished record.
     Block {
@@ -128,6 +134,8 @@ pub(crate) struct Shared {
     pub(crate) ring: Ring,
     pub(crate) scratch: ScratchPool,
     pub(crate) waker: Waker,
+    /// Where Block-mode callers wait for the listener to free slots.
+    pub(crate) room: crate::wake::Room,
     pub(crate) counters: Counters,
     /// The most verbose level the filter enables: the fast check before it.
     pub(crate) level: LevelFilter,
@@ -190,6 +198,7 @@ impl Shared {
             ring,
             scratch: ScratchPool::new(config.scratch_buffers, max_message),
             waker: Waker::new().map_err(|e| Error::InvalidConfig(format!("eventfd: {e}")))?,
+            room: crate::wake::Room::default(),
             counters: Counters::default(),
             level: filter.max(),
             filter,

@@ -20,6 +20,11 @@ use crate::stats::{Counters, Dropped};
 /// written when its producer's wake-up raced the listener falling asleep.
 const MAX_IDLE_SLEEP: Duration = Duration::from_millis(50);
 
+/// While a Block-mode caller sleeps for room, the listener wakes it after every this
+/// many records it takes (each frees a slot or two): a `futex` call per so many records
+/// while someone waits, one load otherwise.
+const ROOM_NOTIFY_EVERY: usize = 32;
+
 /// The listener thread's body.
 pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerConfig) {
     mark_listener_thread();
@@ -41,6 +46,11 @@ pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerCon
             });
         sink_layout.push(index);
     }
+    // A layout that feeds one sink is laid out straight into that sink's buffer.
+    let layout_shared = sink_layout
+        .iter()
+        .map(|&layout| sink_layout.iter().filter(|&&l| l == layout).count() > 1)
+        .collect();
     let mut listener = Listener {
         shared: &shared,
         consumer,
@@ -48,7 +58,9 @@ pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerCon
         lines: vec![Vec::new(); specs.len()],
         layouts: specs.into_iter().map(Layout::new).collect(),
         sink_layout,
+        layout_shared,
         thread_names: ThreadNames::default(),
+        batch_started: Instant::now(),
         spans: Spans::default(),
         record: Vec::new(),
         drops_at_batch: Dropped::default(),
@@ -81,6 +93,8 @@ struct RunningFlag<'a>(&'a Shared);
 impl Drop for RunningFlag<'_> {
     fn drop(&mut self) {
         self.0.listener_running.store(false, Ordering::Release);
+        // Block-mode callers asleep for room: nobody will make any now.
+        self.0.room.wake_all();
         while let Ok(request) = self.0.control_rx.try_recv() {
             if let Control::Flush { ack, .. } = request {
                 let _ = ack.send(Err(Error::ListenerStopped));
@@ -98,7 +112,13 @@ pub(super) struct Listener<'a> {
     lines: Vec<Vec<u8>>,
     /// For each sink, the index of its layout.
     sink_layout: Vec<usize>,
+    /// For each sink, whether another sink has the same layout (then the line is
+    /// formatted once into `lines` and copied to each; else straight into the sink's
+    /// buffer).
+    layout_shared: Vec<bool>,
     thread_names: ThreadNames,
+    /// When the current batch started: the time thread names are fresh as of.
+    batch_started: Instant,
     /// The tracing spans alive, rebuilt from their bookkeeping records.
     spans: Spans,
     /// The record being decoded (reused).
@@ -252,8 +272,16 @@ impl Listener<'_> {
         };
         // Drops counted by now happened before the records that follow.
         self.drops_at_batch = self.shared.counters.dropped();
+        self.batch_started = Instant::now();
         let mut taken = 0;
-        while taken < limit {
+        let stopped = loop {
+            if taken >= limit {
+                break Pop::Record;
+            }
+            if taken % ROOM_NOTIFY_EVERY == ROOM_NOTIFY_EVERY - 1 {
+                // Block-mode callers asleep for room get it while the batch goes on.
+                self.shared.room.notify();
+            }
             match self.consumer.pop_into(&mut self.record) {
                 Pop::Record => {
                     taken += 1;
@@ -268,10 +296,12 @@ impl Listener<'_> {
                     Counters::add(&counters.lost, 1);
                     Counters::add(&counters.damaged, 1);
                 }
-                other => return (taken, other),
+                other => break other,
             }
-        }
-        (taken, Pop::Record)
+        };
+        // Before the write and sync (long): nobody asleep for room may miss these frees.
+        self.shared.room.notify_fenced();
+        (taken, stopped)
     }
 
     /// Formats the record in `self.record` once per layout some accepting sink uses,
@@ -292,7 +322,13 @@ impl Listener<'_> {
             line.clear();
         }
         let mut accepted = false;
-        for (slot, &layout) in self.sinks.iter_mut().zip(&self.sink_layout) {
+        let now = self.batch_started;
+        for ((slot, &layout), &shared) in self
+            .sinks
+            .iter_mut()
+            .zip(&self.sink_layout)
+            .zip(&self.layout_shared)
+        {
             if !slot.accepts(view.level) {
                 continue;
             }
@@ -301,11 +337,17 @@ impl Listener<'_> {
             else {
                 continue;
             };
-            if line.is_empty() {
-                let name = self.thread_names.name(view.thread_id);
-                formatter.write(&view, name, Some(&mut self.spans), line);
+            let name = self.thread_names.name(view.thread_id, now);
+            if !shared {
+                slot.push_record_with(|buffer| {
+                    formatter.write(&view, name.as_deref(), Some(&mut self.spans), buffer);
+                });
+            } else {
+                if line.is_empty() {
+                    formatter.write(&view, name.as_deref(), Some(&mut self.spans), line);
+                }
+                slot.push_record(line);
             }
-            slot.push_record(line);
             accepted = true;
         }
         if !accepted {

@@ -317,6 +317,8 @@ impl QueueListener {
         let shared = &*self.handler.shared;
         // Every claim lands before or after this: the listener's drain has an end.
         shared.ring.close();
+        // Block-mode callers asleep for room: they find the ring closed and drop.
+        shared.room.wake_all();
         let _ = shared.control_tx.send(Control::Stop);
         shared.waker.wake();
         if crate::handler::waiting_here_could_deadlock() {

@@ -107,6 +107,12 @@ impl SinkSlot {
         self.buffered += 1;
     }
 
+    /// Queues one record's line, laid out by `layout` straight into the buffer.
+    pub(super) fn push_record_with(&mut self, layout: impl FnOnce(&mut Vec<u8>)) {
+        layout(&mut self.buffer);
+        self.buffered += 1;
+    }
+
     /// Appends a line from quelog itself (not a record) to what is waiting.
     pub(super) fn push_notice_bytes(&mut self, line: &[u8]) {
         self.buffer.extend_from_slice(line);
