@@ -258,3 +258,64 @@ mod tests {
         assert_eq!(n, -1, "eventfd must be empty");
     }
 }
+
+/// loom model of [`Room`]: a Block-mode caller that decides to sleep is always woken.
+/// `RUSTFLAGS="--cfg loom" cargo test --release --lib room_loom`.
+#[cfg(all(test, loom))]
+mod room_loom {
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use super::Room;
+    use crate::ring::{Pop, Ring, MIN_SLOTS, SLOT_BYTES};
+
+    /// A payload that fills half of the smallest ring (the frame takes 8 bytes).
+    const HALF: usize = MIN_SLOTS / 2 * SLOT_BYTES - 8;
+
+    /// The ring is full; a caller tries to claim, announces its sleep, tries again and
+    /// would sleep on its ticket; the listener meanwhile frees a record and notifies.
+    /// In every interleaving, either the caller's second try finds the room or its
+    /// ticket is stale by the time the listener is done (the futex would not sleep,
+    /// or the wake that follows the bump ends the sleep).
+    #[test]
+    fn a_sleeper_for_room_is_never_missed() {
+        crate::ring_loom::model("a_sleeper_for_room_is_never_missed", || {
+            let ring = Arc::new(Ring::with_slots(MIN_SLOTS));
+            let room = Arc::new(Room::default());
+            for fill in [1u8, 2] {
+                let mut claim = ring.try_claim(HALF).expect("room to fill the ring");
+                claim.write(&[fill; HALF]);
+                claim.publish();
+            }
+            let caller = {
+                let (ring, room) = (Arc::clone(&ring), Arc::clone(&room));
+                thread::spawn(move || {
+                    if ring.try_claim(HALF).is_ok() {
+                        return None;
+                    }
+                    let ticket = room.enter();
+                    match ring.try_claim(HALF) {
+                        Ok(claim) => {
+                            claim.publish();
+                            room.leave();
+                            None
+                        }
+                        // Asleep on the futex: it leaves only once woken, after the
+                        // listener below is done.
+                        Err(reason) => Some((ticket, reason)),
+                    }
+                })
+            };
+            let mut consumer = ring.take_consumer().expect("the consumer");
+            let mut out = Vec::new();
+            assert_eq!(consumer.pop_into(&mut out), Pop::Record);
+            room.notify_fenced();
+            if let Some((ticket, reason)) = caller.join().unwrap() {
+                assert!(
+                    !room.ticket_taken(ticket),
+                    "the caller sleeps on ticket {ticket} ({reason:?}) nobody will bump: a lost wake-up"
+                );
+            }
+        });
+    }
+}

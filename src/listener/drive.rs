@@ -68,6 +68,7 @@ pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerCon
         failure_since_ack: None,
         barrier_drops: Dropped::default(),
         last_sync: Instant::now(),
+        bytes_at_sync: 0,
         config,
     };
     if let Some(text) = &shared.startup_warning {
@@ -132,6 +133,8 @@ pub(super) struct Listener<'a> {
     /// The drop counters the last answered barrier accounted for.
     pub(super) barrier_drops: Dropped,
     pub(super) last_sync: Instant,
+    /// [`Counters::bytes`] at the last sync: what group commit has not synced yet.
+    pub(super) bytes_at_sync: u64,
     pub(super) config: ListenerConfig,
 }
 
@@ -198,7 +201,7 @@ impl Listener<'_> {
             let (taken, next) = self.drain_batch();
             self.consumer.begin_write();
             self.write_all(false);
-            if self.barrier_due() || self.sync_due(taken) {
+            if self.barrier_due() || self.sync_due(taken, next) {
                 self.sync_all();
             }
             let finished = stop_requested.is_some_and(|since| {
