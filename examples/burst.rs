@@ -36,8 +36,8 @@ fn main() {
     let exe = std::env::current_exe().expect("the example's own path");
     println!("{records} records per thread, default settings (Overflow as shown)");
     println!(
-        "{:<6} {:>2} {:>12} {:>8} {:>9} {:>11}",
-        "mode", "T", "calls/s", "kept", "p50", "p99.9"
+        "{:<6} {:>2} {:>12} {:>8} {:>9} {:>11} {:>10}",
+        "mode", "T", "calls/s", "kept", "p50", "p99.9", "peak RSS"
     );
     for mode in ["drop", "block"] {
         for threads in ["1", "2", "4"] {
@@ -56,6 +56,13 @@ fn run(block: bool, threads: usize, records: u64) {
     let dir = std::env::temp_dir().join(format!("quelog-burst-{}", std::process::id()));
     let path = dir.join("burst.log");
     let mut builder = Builder::new().file(&path);
+    // To compare ring sizes: `BURST_CAPACITY_MIB=32 cargo run --release --example burst`.
+    if let Some(mib) = std::env::var("BURST_CAPACITY_MIB")
+        .ok()
+        .and_then(|m| m.parse::<usize>().ok())
+    {
+        builder = builder.capacity(mib << 20);
+    }
     if block {
         builder = builder.overflow(Overflow::Block {
             timeout: Duration::from_secs(10),
@@ -92,22 +99,51 @@ fn run(block: bool, threads: usize, records: u64) {
     if std::env::var_os("BURST_STATS").is_some() {
         eprintln!("{stats:#?}");
     }
-    let lines = std::fs::read(&path)
-        .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count() as u64)
-        .unwrap_or(0);
+    let peak_rss = peak_rss_kib();
+    let lines = count_lines(&path);
     let _ = std::fs::remove_dir_all(&dir);
     let emitted = records * threads as u64;
     let [p50, p999] = bench::quantiles_ns(samples.concat(), ticks_per_ns, [0.5, 0.999]);
     println!(
-        "{:<6} {:>2} {:>11.2}M {:>7.2}% {:>6.0} ns {:>8.2} us   (written {}, dropped {}, {} lines)",
+        "{:<6} {:>2} {:>11.2}M {:>7.2}% {:>6.0} ns {:>8.2} us {:>6.1} MiB   (written {}, dropped {}, {} lines)",
         if block { "block" } else { "drop" },
         threads,
         emitted as f64 / calls_elapsed.as_secs_f64() / 1e6,
         stats.written as f64 * 100.0 / emitted as f64,
         p50,
         p999 / 1e3,
+        peak_rss as f64 / 1024.0,
         stats.written,
         stats.dropped.total(),
         lines,
     );
+}
+
+/// The process's peak resident set so far, in KiB.
+fn peak_rss_kib() -> u64 {
+    // SAFETY: `rusage` is plain integers, for which all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage into a live local.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss as u64
+}
+
+/// Lines in the file at `path`, read in pieces (not counted in the peak RSS anyway:
+/// that was taken before).
+fn count_lines(path: &std::path::Path) -> u64 {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut lines = 0;
+    while let Ok(n) = file.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+    lines
 }

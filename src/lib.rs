@@ -324,7 +324,7 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Defaults: 4 MiB ring, drop on overflow, level `Info`, group commit, UTC.
+    /// Defaults: 32 MiB ring (see [`QueueConfig::capacity`] for why), drop on overflow, level `Info`, group commit, UTC.
     pub fn new() -> Builder {
         Builder {
             queue: QueueConfig {
@@ -388,7 +388,8 @@ impl Builder {
         self
     }
 
-    /// Bytes of ring space (default 4 MiB; 1 KiB to 1 GiB, else an error at build).
+    /// Bytes of ring space (default 32 MiB, see [`QueueConfig::capacity`]; 1 KiB to
+    /// 1 GiB, else an error at build).
     pub fn capacity(mut self, bytes: usize) -> Builder {
         self.queue.capacity = bytes;
         self

@@ -134,6 +134,26 @@ const FRAME_CORRUPT: u32 = 1 << 31;
 #[repr(align(64))]
 struct Chunk([u8; SLOT_BYTES]);
 
+/// `slots` zeroed chunks. Outside loom through the allocator's zeroed allocation:
+/// for a ring of any size that is fresh zero pages from the kernel, so a slot's memory
+/// is resident only once a record first reaches it (a big ring costs RSS as it is
+/// used, not up front; the stamps, an eighth of the size, are written at once).
+#[cfg(not(loom))]
+fn zeroed_chunks(slots: usize) -> Box<[UnsafeCell<Chunk>]> {
+    let zeroed = Box::<[UnsafeCell<Chunk>]>::new_zeroed_slice(slots);
+    // SAFETY: all-zero bytes are a valid `Chunk` (plain bytes), and `UnsafeCell<Chunk>`
+    // is `repr(transparent)` over it, so every element is initialised.
+    unsafe { zeroed.assume_init() }
+}
+
+/// Under loom, whose cells track their accesses: built one by one.
+#[cfg(loom)]
+fn zeroed_chunks(slots: usize) -> Box<[UnsafeCell<Chunk>]> {
+    (0..slots)
+        .map(|_| UnsafeCell::new(Chunk([0; SLOT_BYTES])))
+        .collect()
+}
+
 /// Why a claim failed. Each is a reason a record is dropped and counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClaimError {
@@ -177,9 +197,7 @@ impl Ring {
         let slots = slots.clamp(MIN_SLOTS, MAX_SLOTS).next_power_of_two();
         // Every slot starts free for lap zero: seq == its own position.
         let seqs = (0..slots as u64).map(AtomicU64::new).collect();
-        let chunks = (0..slots)
-            .map(|_| UnsafeCell::new(Chunk([0; SLOT_BYTES])))
-            .collect();
+        let chunks = zeroed_chunks(slots);
         Ring {
             tail: CachePadded(AtomicU64::new(0)),
             consumer_taken: AtomicBool::new(false),
