@@ -60,7 +60,7 @@ pub struct QueueConfig {
     /// slot bytes are fresh zero pages, resident once a record first reaches them
     /// (RSS grows to the capacity once that much has been logged, then stays); the
     /// stamps (an eighth of it, 4 MiB) are written at start. Besides the ring, the
-    /// listener holds the lines written since the last sync, up to 4 MiB under load
+    /// listener holds the lines written since the last sync, up to 1 MiB under load
     /// (for the fsyncgate rewrite), and a batch being formatted.
     pub capacity: usize,
     /// What producers do when the ring is full.

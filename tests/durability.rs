@@ -183,7 +183,7 @@ fn real_file_flushes_vs_fdatasync_calls() {
 }
 
 /// Group commit under load: a backlog drained in many batches of `max_batch` records
-/// is synced once the listener has caught up (and every 4 MiB on the way), not once
+/// is synced once the listener has caught up (and every 1 MiB on the way), not once
 /// per batch; and what it synced is everything.
 #[test]
 fn group_commit_syncs_a_backlog_once_it_has_caught_up() {
@@ -215,7 +215,7 @@ fn group_commit_syncs_a_backlog_once_it_has_caught_up() {
     assert_eq!(stats.written, records);
     let state = state.lock().unwrap();
     assert_eq!(state.durable_len, state.written.len(), "everything synced");
-    // Under 2 MB of lines: one sync when caught up, perhaps one for the flush and one
-    // at the stop; one per batch would be 200.
-    assert!(stats.syncs <= 3, "{} syncs for 200 batches", stats.syncs);
+    // About 1 MB of lines: one sync when caught up (perhaps one on the way), one for
+    // the flush, one at the stop; one per batch would be 200.
+    assert!(stats.syncs <= 4, "{} syncs for 200 batches", stats.syncs);
 }

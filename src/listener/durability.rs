@@ -19,9 +19,10 @@ use crate::stats::{Counters, Dropped};
 
 /// Group commit under load: the most bytes written before a sync while the ring still
 /// holds more. Small enough that the fsyncgate copy ([`super::outputs::MAX_KEPT_BYTES`])
-/// keeps all of them, large enough that a sync (about a millisecond here) is paid once
-/// per some 40,000 lines of 100 bytes, not once per `max_batch`.
-pub(super) const GROUP_COMMIT_BYTES: u64 = 4 << 20;
+/// keeps all of them and the listener's memory stays near the ring's, large enough that
+/// a sync (about a millisecond here) is paid once per some 10,000 lines of 100 bytes,
+/// not once per `max_batch`.
+pub(super) const GROUP_COMMIT_BYTES: u64 = 1 << 20;
 
 /// A flush barrier waiting for the listener.
 pub(super) struct PendingFlush {

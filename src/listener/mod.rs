@@ -87,7 +87,7 @@ pub enum SyncPolicy {
     /// Group commit: one sync each time the listener has written everything queued,
     /// however many records that is (the default). Under load that is many records,
     /// so the cost per record falls as the rate rises; while the ring never empties,
-    /// one sync per 4 MiB written.
+    /// one sync per 1 MiB written.
     #[default]
     EveryBatch,
     /// Sync at most once per interval, when something was written.
