@@ -182,6 +182,19 @@
 //! * Dropping the [`Guard`], [`Guard::stop`] and [`shutdown`] drain, sync and join,
 //!   within the shutdown timeout.
 //!
+//! # Files moved under quelog (logrotate)
+//!
+//! [`FileSink`] appends with `O_APPEND` and reads the file's length before every cut,
+//! so logrotate's `copytruncate` leaves no NUL bytes (it still loses what is written
+//! between its copy and its truncate: inherent to that mode). For its `create` mode,
+//! [`Builder::reopen_on_sighup`] with `postrotate kill -HUP <pid>`, or
+//! [`Guard::reopen`] from code: what was logged before is written and synced into
+//! the renamed file, then the path is reopened. Without either, a file renamed away
+//! or deleted is noticed before the next batch (at most every 10 ms, and before every
+//! `flush()` answer), synced and reopened, and the new file starts with a line saying
+//! so ([`Stats::detached_reopens`]). The crash drain follows the reopened file; a
+//! child forked earlier keeps writing to the file it inherited.
+//!
 //! # tracing
 //!
 //! With the `tracing` feature (default on), [`Builder::install`] also sets quelog as
@@ -281,7 +294,7 @@ pub use listener::{ListenerConfig, QueueListener, SyncPolicy};
 pub use log::LevelFilter;
 pub use output::{Format, Output};
 pub use queue::{Overflow, QueueConfig};
-pub use sink::{FileSink, Sink, StderrSink, StdoutSink};
+pub use sink::{Detached, FileSink, Sink, StderrSink, StdoutSink};
 pub use stats::{Dropped, SpanStats, Stats, SyncLatency};
 #[cfg(feature = "tracing")]
 pub use subscriber::TracingSubscriber;
@@ -309,6 +322,7 @@ pub struct Builder {
     sinks: Vec<Output>,
     drain_on_crash: bool,
     handle_termination: bool,
+    reopen_on_sighup: bool,
     flush_on_panic: bool,
     tracing: bool,
     /// Directives given with [`Builder::filter`], parsed at build.
@@ -335,6 +349,7 @@ impl Builder {
             sinks: Vec::new(),
             drain_on_crash: false,
             handle_termination: false,
+            reopen_on_sighup: false,
             flush_on_panic: true,
             tracing: cfg!(feature = "tracing"),
             filter: None,
@@ -449,6 +464,30 @@ impl Builder {
         self
     }
 
+    /// On SIGHUP, reopen every output, for logrotate's `create` mode with
+    /// `postrotate kill -HUP <pid>` (default off): what was logged before the signal
+    /// is written and synced into the files open then (the rotated ones), then each
+    /// file sink reopens its path, as [`Guard::reopen`] does. The signal handler only
+    /// sets a flag and wakes the listener. Until the logger stops; after that SIGHUP
+    /// is ignored (signal-hook keeps its handler), not the default, which would end
+    /// the process. A forked child ignores it too.
+    ///
+    /// Without it, a file renamed away or deleted is still noticed within 10 ms of
+    /// the next record and reopened (see [`Sink::detached`]); the signal makes the
+    /// switch happen at a known point.
+    ///
+    /// ```no_run
+    /// let guard = quelog::Builder::new()
+    ///     .file("/var/log/app/app.log")
+    ///     .reopen_on_sighup(true)
+    ///     .install()?;
+    /// # Ok::<(), quelog::Error>(())
+    /// ```
+    pub fn reopen_on_sighup(mut self, on: bool) -> Builder {
+        self.reopen_on_sighup = on;
+        self
+    }
+
     /// With [`Builder::install`]: a panic hook, chained before the previous one, logs
     /// the panic as an error (target `panic`) and flushes, at most the shutdown
     /// timeout, before the thread unwinds or the process aborts. Default on. It costs
@@ -502,7 +541,11 @@ impl Builder {
                 "no sink: add .output(..), .file(path), .stderr(level) or .sink(..)".into(),
             ));
         }
-        let listener = QueueListener::start_outputs_at(&handler, self.sinks, level, self.listener)?;
+        let mut listener =
+            QueueListener::start_outputs_at(&handler, self.sinks, level, self.listener)?;
+        if self.reopen_on_sighup {
+            listener.reopen_on_sighup()?;
+        }
         if self.drain_on_crash {
             crash::install(&handler.shared)?;
         }
@@ -567,6 +610,20 @@ impl Guard {
     /// [`Guard::flush`] that gives up with [`Error::Timeout`] after `timeout`.
     pub fn flush_timeout(&self, timeout: Duration) -> Result<(), Error> {
         self.installed.handler.shared.flush_barrier(Some(timeout))
+    }
+
+    /// Reopens every output (for files: their path, after logrotate or another
+    /// program moved them away) and returns once done: everything logged before the
+    /// call is first written and synced into the files open now, then each sink
+    /// reopens. Records logged meanwhile land in the old or the new file, each once.
+    /// Waits at most the shutdown timeout ([`Error::Timeout`]). A sink that cannot
+    /// reopen keeps writing where it did, says so in its file, and makes this an
+    /// [`Error::Sink`]. SIGHUP can ask for the same: [`Builder::reopen_on_sighup`].
+    ///
+    /// In a child forked after install there is no listener to ask:
+    /// [`Error::ListenerStopped`] (the child writes to the descriptor it inherited).
+    pub fn reopen(&self) -> Result<(), Error> {
+        self.installed.handler.shared.reopen_barrier(None)
     }
 
     /// The queue's counters.

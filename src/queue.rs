@@ -1,6 +1,6 @@
 //! What a handler and its listener share: the ring, the counters, the wake-up and the
 //! control channel. The record path is the ring; crossbeam-channel carries only
-//! control messages (flush barriers, stop), where blocking is fine.
+//! control messages (flush barriers, reopen, stop), where blocking is fine.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -136,6 +136,12 @@ pub(crate) enum Control {
         dropped: crate::stats::Dropped,
         ack: Sender<Result<(), Error>>,
     },
+    /// Write and sync everything before ring position `upto` to the files open now,
+    /// then reopen every sink, then answer.
+    Reopen {
+        upto: u64,
+        ack: Sender<Result<(), Error>>,
+    },
     /// Drain, sync and exit.
     Stop,
 }
@@ -180,6 +186,10 @@ pub(crate) struct Shared {
     /// written or lost: a stop that runs out of time takes them as abandoned (whoever
     /// swaps it to zero first counts them).
     pub(crate) in_flight: AtomicU64,
+    /// A reopen was asked for by a signal handler (SIGHUP with
+    /// [`crate::Builder::reopen_on_sighup`]): set there, with a wake-up, and taken by
+    /// the listener, which serves it as a [`Control::Reopen`] without an answer.
+    pub(crate) reopen_requested: AtomicBool,
     /// The listener's [`crate::ListenerConfig::shutdown_timeout`] in nanoseconds
     /// (`u64::MAX`: none), for waits on the handler side.
     shutdown_timeout_nanos: AtomicU64,
@@ -225,6 +235,7 @@ impl Shared {
             listener_running: AtomicBool::new(false),
             spans: crate::spans::SpanTable::with_capacity(crate::spans::DEFAULT_CAPACITY),
             in_flight: AtomicU64::new(0),
+            reopen_requested: AtomicBool::new(false),
             shutdown_timeout_nanos: AtomicU64::new(
                 crate::listener::DEFAULT_SHUTDOWN_TIMEOUT.as_nanos() as u64,
             ),
@@ -269,8 +280,38 @@ impl Shared {
         let (ack, answer) = crossbeam_channel::bounded(1);
         let upto = self.ring.tail();
         let dropped = self.counters.dropped();
+        self.request(Control::Flush { upto, dropped, ack }, &answer, timeout)
+    }
+
+    /// Asks the listener to write and sync everything queued before this call into
+    /// the files it has open, then reopen every sink; waits for the answer as
+    /// [`Shared::flush_barrier`] does. A forked child has no listener, nothing to ask:
+    /// [`Error::ListenerStopped`].
+    pub(crate) fn reopen_barrier(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        if crate::fork::forked(self) {
+            return Err(Error::ListenerStopped);
+        }
+        if crate::handler::waiting_here_could_deadlock() {
+            return Err(Error::WouldDeadlock);
+        }
+        if !self.listener_running.load(Ordering::Acquire) {
+            return Err(Error::ListenerStopped);
+        }
+        let (ack, answer) = crossbeam_channel::bounded(1);
+        let upto = self.ring.tail();
+        self.request(Control::Reopen { upto, ack }, &answer, timeout)
+    }
+
+    /// Sends `request` and waits for its `answer` up to `timeout` (`None`: up to the
+    /// shutdown timeout), never past the listener's death.
+    fn request(
+        &self,
+        request: Control,
+        answer: &Receiver<Result<(), Error>>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
         self.control_tx
-            .send(Control::Flush { upto, dropped, ack })
+            .send(request)
             .map_err(|_| Error::ListenerStopped)?;
         self.waker.wake();
         let limit = timeout.or_else(|| self.shutdown_timeout());
@@ -292,6 +333,13 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// The SIGHUP action ([`crate::Builder::reopen_on_sighup`]): asks for a reopen and
+    /// wakes the listener. Async-signal-safe: an atomic store and a `write(2)`.
+    pub(crate) fn request_reopen_from_signal(&self) {
+        self.reopen_requested.store(true, Ordering::SeqCst);
+        self.waker.wake();
     }
 }
 

@@ -121,6 +121,14 @@ pub struct Stats {
     pub sync_rewrites: u64,
     /// Sink calls that panicked (caught; counted as failed writes or syncs too).
     pub sink_panics: u64,
+    /// Reopen requests the listener served ([`crate::Guard::reopen`],
+    /// [`crate::QueueListener::reopen`], SIGHUP with
+    /// [`crate::Builder::reopen_on_sighup`]): each reopens every sink once.
+    pub reopens: u64,
+    /// Times the listener found a sink's file deleted or renamed away under it
+    /// ([`crate::Sink::detached`]) and reopened its path, creating the file again if
+    /// needed. Each one is also a line in the new file.
+    pub detached_reopens: u64,
     /// The tracing subscriber's spans.
     pub spans: SpanStats,
 }
@@ -263,6 +271,8 @@ pub(crate) struct Counters {
     pub(crate) sync_errors: AtomicU64,
     pub(crate) sync_rewrites: AtomicU64,
     pub(crate) sink_panics: AtomicU64,
+    pub(crate) reopens: AtomicU64,
+    pub(crate) detached_reopens: AtomicU64,
     /// Span bookkeeping entries (new, record, close) that found no room in the ring.
     pub(crate) span_entries_lost: AtomicU64,
     pub(crate) spans_created: AtomicU64,
@@ -301,6 +311,8 @@ impl Counters {
             sync_errors: self.sync_errors.load(Relaxed),
             sync_rewrites: self.sync_rewrites.load(Relaxed),
             sink_panics: self.sink_panics.load(Relaxed),
+            reopens: self.reopens.load(Relaxed),
+            detached_reopens: self.detached_reopens.load(Relaxed),
             spans: SpanStats {
                 created: self.spans_created.load(Relaxed),
                 closed: self.spans_closed.load(Relaxed),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::durability::PendingFlush;
 use super::outputs::SinkSlot;
+use super::reopen::PendingReopen;
 use super::ListenerConfig;
 use crate::error::Error;
 use crate::handler::mark_listener_thread;
@@ -65,6 +66,8 @@ pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerCon
         record: Vec::new(),
         drops_at_batch: Dropped::default(),
         pending_flushes: Vec::new(),
+        pending_reopens: Vec::new(),
+        last_detached_check: Instant::now(),
         failure_since_ack: None,
         barrier_drops: Dropped::default(),
         last_sync: Instant::now(),
@@ -97,8 +100,11 @@ impl Drop for RunningFlag<'_> {
         // Block-mode callers asleep for room: nobody will make any now.
         self.0.room.wake_all();
         while let Ok(request) = self.0.control_rx.try_recv() {
-            if let Control::Flush { ack, .. } = request {
-                let _ = ack.send(Err(Error::ListenerStopped));
+            match request {
+                Control::Flush { ack, .. } | Control::Reopen { ack, .. } => {
+                    let _ = ack.send(Err(Error::ListenerStopped));
+                }
+                Control::Stop => {}
             }
         }
     }
@@ -127,6 +133,9 @@ pub(super) struct Listener<'a> {
     /// The drop counters when the current batch started: what its notices tell.
     drops_at_batch: Dropped,
     pub(super) pending_flushes: Vec<PendingFlush>,
+    pub(super) pending_reopens: Vec<PendingReopen>,
+    /// When the sinks were last asked whether their file went away.
+    pub(super) last_detached_check: Instant,
     /// The first failure since the last barriers were answered, for barriers that
     /// arrive after it.
     pub(super) failure_since_ack: Option<Error>,
@@ -175,11 +184,16 @@ impl Listener<'_> {
                             error: None,
                         })
                     }
+                    Control::Reopen { upto, ack } => self.pending_reopens.push(PendingReopen {
+                        upto,
+                        ack: Some(ack),
+                    }),
                     Control::Stop => {
                         stop_requested.get_or_insert_with(Instant::now);
                     }
                 }
             }
+            self.take_signal_reopen();
             #[cfg(feature = "test-hooks")]
             if self.config.hooks.held(stop_requested.is_some()) {
                 continue;
@@ -200,10 +214,14 @@ impl Listener<'_> {
 
             let (taken, next) = self.drain_batch();
             self.consumer.begin_write();
+            if self.detached_check_due(taken) {
+                self.follow_detached();
+            }
             self.write_all(false);
-            if self.barrier_due() || self.sync_due(taken, next) {
+            if self.barrier_due() || self.reopen_due() || self.sync_due(taken, next) {
                 self.sync_all();
             }
+            self.serve_reopens();
             let finished = stop_requested.is_some_and(|since| {
                 let out_of_time = since.elapsed() >= self.config.stop_grace;
                 self.consumer.is_empty() || (next == Pop::Pending && out_of_time)
@@ -229,7 +247,8 @@ impl Listener<'_> {
             }
             let timeout = self.sleep_budget(idle_sleep);
             self.shared.waker.prepare_sleep();
-            if !self.consumer.is_empty() || !self.shared.control_rx.is_empty() {
+            let reopen_asked = self.shared.reopen_requested.load(Ordering::SeqCst);
+            if !self.consumer.is_empty() || !self.shared.control_rx.is_empty() || reopen_asked {
                 self.shared.waker.cancel_sleep();
                 continue;
             }

@@ -9,12 +9,14 @@
 //!   has not been told yet.
 //! * [`durability`]: the sync policy, flush barriers and their answers (group commit),
 //!   and the fsyncgate rewrite after a failed sync.
+//! * [`reopen`]: following files other programs move: reopen requests (SIGHUP too),
+//!   and files found deleted or renamed away under a sink.
 //! * [`notice`]: the lines quelog writes about itself (drops, losses).
 //!
 //! It is born with every asynchronous signal blocked, so no signal handler (that might
 //! log) ever runs on it. When it has something to say about itself it writes the line
 //! into the sinks' buffers directly, never through its own queue. Control requests
-//! (flush barriers, stop) come over a crossbeam channel.
+//! (flush barriers, reopen, stop) come over a crossbeam channel.
 //!
 //! # Failures
 //!
@@ -61,6 +63,7 @@ mod drive;
 mod durability;
 mod notice;
 mod outputs;
+mod reopen;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -167,6 +170,8 @@ pub struct QueueListener {
     handler: QueueHandler,
     thread: Option<JoinHandle<()>>,
     shutdown_timeout: Duration,
+    /// The SIGHUP action asking this listener to reopen, unregistered at the stop.
+    sighup: Option<signal_hook::SigId>,
 }
 
 impl QueueListener {
@@ -259,6 +264,7 @@ impl QueueListener {
                 handler: handler.clone(),
                 thread: Some(thread),
                 shutdown_timeout,
+                sighup: None,
             }),
             Err(e) => {
                 shared.crash_fd.store(-1, Ordering::Relaxed);
@@ -288,6 +294,46 @@ impl QueueListener {
         self.handler.shared.flush_barrier(Some(timeout))
     }
 
+    /// Asks the listener to reopen every sink (for files: their path, after logrotate
+    /// moved them away), and returns once it did: everything queued before the call
+    /// is first written and synced into the files open now, then each sink reopens.
+    /// Records logged meanwhile land in the old or the new file, each once. Waits at
+    /// most [`ListenerConfig::shutdown_timeout`] ([`Error::Timeout`]); a sink that
+    /// cannot reopen keeps writing where it did, says so in its file, and makes this an
+    /// [`Error::Sink`]. [`Error::WouldDeadlock`] from inside a log call or on the
+    /// listener thread; [`Error::ListenerStopped`] after a stop and in a forked child.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("quelog-doc-reopen-{}", std::process::id()));
+    /// use quelog::{ListenerConfig, Output, QueueConfig, QueueHandler, QueueListener};
+    ///
+    /// let handler = QueueHandler::new(&QueueConfig::default())?;
+    /// let listener = QueueListener::start_outputs(
+    ///     &handler,
+    ///     vec![Output::file(dir.join("app.log"))],
+    ///     ListenerConfig::default(),
+    /// )?;
+    /// std::fs::rename(dir.join("app.log"), dir.join("app.log.1")).unwrap();
+    /// listener.reopen()?; // app.log again
+    /// assert!(dir.join("app.log").exists());
+    /// listener.stop()?;
+    /// # std::fs::remove_dir_all(dir).unwrap();
+    /// # Ok::<(), quelog::Error>(())
+    /// ```
+    pub fn reopen(&self) -> Result<(), Error> {
+        self.handler.shared.reopen_barrier(None)
+    }
+
+    /// From now on, SIGHUP asks this listener to reopen its sinks, as
+    /// [`QueueListener::reopen`] does, without an answer
+    /// ([`crate::Builder::reopen_on_sighup`]); until the stop.
+    pub(crate) fn reopen_on_sighup(&mut self) -> Result<(), Error> {
+        if self.sighup.is_none() {
+            self.sighup = Some(reopen::register_sighup(&self.handler.shared)?);
+        }
+        Ok(())
+    }
+
     /// The queue's counters.
     pub fn stats(&self) -> Stats {
         self.handler.stats()
@@ -311,6 +357,11 @@ impl QueueListener {
             // A forked child: the thread is the parent's; joining it waits for ever.
             let thread = self.thread.take();
             return Ok(crate::fork::abandon_listener(&self.handler.shared, thread));
+        }
+        if let Some(id) = self.sighup.take() {
+            // signal-hook keeps its handler installed: SIGHUP is ignored from now on,
+            // rather than ending a process that is shutting down.
+            signal_hook::low_level::unregister(id);
         }
         let Some(thread) = self.thread.take() else {
             return Ok(self.stats());

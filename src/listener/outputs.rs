@@ -118,6 +118,21 @@ impl SinkSlot {
         self.buffer.extend_from_slice(line);
     }
 
+    /// Puts a line from quelog itself before what is waiting.
+    pub(super) fn prepend_notice_bytes(&mut self, line: &[u8]) {
+        self.buffer.splice(0..0, line.iter().copied());
+    }
+
+    /// [`Sink::reopen`], a panic turned into an error.
+    pub(super) fn reopen(&mut self, counters: &Counters) -> io::Result<()> {
+        guarded(counters, || self.sink.reopen())
+    }
+
+    /// [`Sink::detached`]; a sink that panics in it is taken as not detached.
+    pub(super) fn detached(&self, counters: &Counters) -> Option<crate::sink::Detached> {
+        guarded(counters, || Ok(self.sink.detached())).unwrap_or(None)
+    }
+
     /// Records waiting to be written.
     pub(super) fn buffered(&self) -> u64 {
         self.buffered

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::Sink;
+use super::{Detached, Sink};
 use crate::error::Error;
 
 /// Appends lines to a file, creating it and its parent directories.
@@ -41,6 +41,9 @@ pub struct FileSink {
     /// The file's length, read from it, just before the last successful sync (at open
     /// or on reopening another file: its length then).
     synced_len: u64,
+    /// Bytes this sink appended since the last successful sync: with the file's length
+    /// now, where its last synced byte is, even after another program truncated it.
+    unsynced: u64,
     /// Device and inode of the open file.
     identity: (u64, u64),
     /// A regular file. Anything else (`/dev/null`, a pipe, a terminal) has nothing to
@@ -74,6 +77,7 @@ impl FileSink {
             path,
             file,
             synced_len: meta.len(),
+            unsynced: 0,
             identity: (meta.dev(), meta.ino()),
             regular: meta.is_file(),
         })
@@ -86,7 +90,7 @@ impl FileSink {
 
     /// After a write failed with `written` bytes of the batch appended: cuts them off,
     /// so no torn line stays. Best effort: the write's error is what gets reported.
-    fn cut_back(&self, written: usize) {
+    fn cut_back(&mut self, written: usize) {
         // Nothing appended, nothing to cut; and only a regular file can be cut (nothing
         // appended to /dev/full, say, stays anywhere).
         if written == 0 || !self.regular {
@@ -97,7 +101,9 @@ impl FileSink {
         // file with NUL bytes instead.
         if let Ok(meta) = self.file.metadata() {
             if let Some(len) = meta.len().checked_sub(written as u64) {
-                let _ = self.file.set_len(len);
+                if self.file.set_len(len).is_ok() {
+                    self.unsynced = self.unsynced.saturating_sub(written as u64);
+                }
             }
         }
     }
@@ -108,8 +114,11 @@ impl FileSink {
         let meta = file.metadata()?;
         let identity = (meta.dev(), meta.ino());
         self.synced_len = if identity == self.identity {
-            // The same file, possibly truncated since the last sync.
-            self.synced_len.min(meta.len())
+            // The same file, possibly truncated since the last sync (copytruncate): its
+            // synced part ends before what this sink appended since, wherever the
+            // truncation left that. Never past the end: a cut must not extend it.
+            let before_ours = meta.len().saturating_sub(self.unsynced);
+            self.synced_len.min(before_ours)
         } else {
             // Another file (rotated): nothing in it is this sink's to cut.
             meta.len()
@@ -117,6 +126,7 @@ impl FileSink {
         self.file = file;
         self.identity = identity;
         self.regular = meta.is_file();
+        self.unsynced = 0;
         Ok(meta.len())
     }
 }
@@ -246,7 +256,10 @@ impl Sink for FileSink {
                     self.cut_back(written);
                     return Err(io::ErrorKind::WriteZero.into());
                 }
-                Ok(n) => written += n,
+                Ok(n) => {
+                    written += n;
+                    self.unsynced += n as u64;
+                }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     self.cut_back(written);
@@ -265,12 +278,29 @@ impl Sink for FileSink {
             let len = self.file.metadata()?.len();
             self.file.sync_data()?;
             self.synced_len = len;
+            self.unsynced = 0;
         }
         Ok(())
     }
 
     fn reopen(&mut self) -> io::Result<()> {
         self.reopen_len().map(drop)
+    }
+
+    fn detached(&self) -> Option<Detached> {
+        if !self.regular {
+            return None;
+        }
+        if self.file.metadata().ok()?.nlink() == 0 {
+            return Some(Detached::Deleted);
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) != self.identity => Some(Detached::Renamed),
+            Ok(_) => None,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Some(Detached::Renamed),
+            // Cannot tell (a permission changed on the way): keep writing where we are.
+            Err(_) => None,
+        }
     }
 
     fn prepare_rewrite(&mut self) -> io::Result<()> {
@@ -436,6 +466,65 @@ mod tests {
         sink.write_batch(b"maybe lost\n").unwrap();
         sink.prepare_rewrite().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"another program's line\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn prepare_rewrite_after_a_truncate_since_the_last_sync_leaves_no_duplicate() {
+        let dir = temp_dir("truncated-since");
+        let path = dir.join("app.log");
+        let mut sink = FileSink::open(&path).unwrap();
+        sink.write_batch(b"copied away 1\ncopied away 2\n").unwrap();
+        sink.sync().unwrap();
+        // copytruncate after that sync: the remembered synced length (28) is stale.
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        sink.write_batch(b"maybe lost\n").unwrap();
+        // O_APPEND: the write went to the new end (offset 0), no hole of NUL bytes.
+        assert_eq!(std::fs::read(&path).unwrap(), b"maybe lost\n");
+        sink.prepare_rewrite().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        sink.write_batch(b"maybe lost\n").unwrap();
+        sink.sync().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"maybe lost\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_deleted_or_renamed_file_is_detached_and_reopen_recreates_it() {
+        let dir = temp_dir("detached");
+        let path = dir.join("app.log");
+        let mut sink = FileSink::open(&path).unwrap();
+        assert_eq!(sink.detached(), None);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(sink.detached(), Some(Detached::Deleted));
+        sink.reopen().unwrap();
+        assert_eq!(sink.detached(), None);
+        sink.write_batch(b"after delete\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"after delete\n");
+        // Renamed with nothing in its place, then with a new file there (logrotate's
+        // `create`).
+        std::fs::rename(&path, dir.join("app.log.1")).unwrap();
+        assert_eq!(sink.detached(), Some(Detached::Renamed));
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(sink.detached(), Some(Detached::Renamed));
+        sink.reopen().unwrap();
+        assert_eq!(sink.detached(), None);
+        sink.write_batch(b"after rename\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"after rename\n");
+        // Truncated in place (copytruncate) is not detached.
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        assert_eq!(sink.detached(), None);
+        assert_eq!(FileSink::open("/dev/null").unwrap().detached(), None);
         let _ = std::fs::remove_dir_all(dir);
     }
 

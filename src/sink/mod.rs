@@ -45,10 +45,23 @@ pub trait Sink: Send {
     /// Makes everything written so far durable (for files: `fdatasync`).
     fn sync(&mut self) -> io::Result<()>;
 
-    /// Reopens the destination (after rotation by another program, say). The default
-    /// does nothing.
+    /// Reopens the destination (after rotation by another program, say). The listener
+    /// calls it on a reopen request ([`crate::Guard::reopen`], SIGHUP with
+    /// [`crate::Builder::reopen_on_sighup`]) once everything before the request is
+    /// written and synced, and when [`Sink::detached`] says so. On failure the sink
+    /// should keep writing where it wrote before. The default does nothing.
     fn reopen(&mut self) -> io::Result<()> {
         Ok(())
+    }
+
+    /// Whether the file this sink writes was deleted, or renamed away, by another
+    /// program since the sink opened it. The listener asks before writing a batch, at
+    /// most every 10 ms and whenever a `flush()` barrier is due, and on `Some` syncs
+    /// what it wrote there, calls [`Sink::reopen`] and writes a notice line first
+    /// into the new file. Must be cheap (a `stat` or two) and never block for long.
+    /// The default: `None`, never detached.
+    fn detached(&self) -> Option<Detached> {
+        None
     }
 
     /// Called after [`Sink::sync`] failed. Whatever was written since the last
@@ -69,6 +82,17 @@ pub trait Sink: Send {
     }
 }
 
+/// How a sink's file went away under it ([`Sink::detached`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Detached {
+    /// Deleted (its link count is 0): what is written to it is gone once closed.
+    Deleted,
+    /// Renamed away (logrotate's `create` without a reopen): its path names another
+    /// file, or nothing. What was written to it is in the renamed file.
+    Renamed,
+}
+
 impl<S: Sink + ?Sized> Sink for Box<S> {
     fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
         (**self).write_batch(batch)
@@ -78,6 +102,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn reopen(&mut self) -> io::Result<()> {
         (**self).reopen()
+    }
+    fn detached(&self) -> Option<Detached> {
+        (**self).detached()
     }
     fn prepare_rewrite(&mut self) -> io::Result<()> {
         (**self).prepare_rewrite()
