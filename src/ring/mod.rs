@@ -134,24 +134,39 @@ const FRAME_CORRUPT: u32 = 1 << 31;
 #[repr(align(64))]
 struct Chunk([u8; SLOT_BYTES]);
 
-/// `slots` zeroed chunks. Outside loom through the allocator's zeroed allocation:
-/// for a ring of any size that is fresh zero pages from the kernel, so a slot's memory
-/// is resident only once a record first reaches it (a big ring costs RSS as it is
-/// used, not up front; the stamps, an eighth of the size, are written at once).
-#[cfg(not(loom))]
-fn zeroed_chunks(slots: usize) -> Box<[UnsafeCell<Chunk>]> {
-    let zeroed = Box::<[UnsafeCell<Chunk>]>::new_zeroed_slice(slots);
-    // SAFETY: all-zero bytes are a valid `Chunk` (plain bytes), and `UnsafeCell<Chunk>`
-    // is `repr(transparent)` over it, so every element is initialised.
-    unsafe { zeroed.assume_init() }
-}
-
-/// Under loom, whose cells track their accesses: built one by one.
+/// The slot bytes: under loom (whose cells track each access) a boxed slice; otherwise
+/// anonymous memory mapped for the ring, zero pages until first written.
 #[cfg(loom)]
-fn zeroed_chunks(slots: usize) -> Box<[UnsafeCell<Chunk>]> {
-    (0..slots)
-        .map(|_| UnsafeCell::new(Chunk([0; SLOT_BYTES])))
-        .collect()
+type Chunks = Box<[UnsafeCell<Chunk>]>;
+#[cfg(not(loom))]
+type Chunks = mapped::MappedChunks;
+
+#[cfg(not(loom))]
+mod mapped;
+
+/// A boxed slice of `len` all-zero `T`s from the allocator's zeroed allocation: for a
+/// ring of any size that is fresh zero pages from the kernel, so its memory becomes
+/// resident only as records first reach it (a big ring costs RSS as it is used, not
+/// up front).
+///
+/// # Safety
+///
+/// All-zero bytes must be a valid `T`, and `T` must not be zero-sized; `len` must be
+/// at least 1.
+#[cfg(not(loom))]
+unsafe fn zeroed_slice<T>(len: usize) -> Box<[T]> {
+    let Ok(layout) = std::alloc::Layout::array::<T>(len) else {
+        std::alloc::handle_alloc_error(std::alloc::Layout::new::<T>());
+    };
+    // SAFETY: the layout has a non-zero size (the caller's promise).
+    let memory = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if memory.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `memory` is a fresh allocation from the global allocator with the layout
+    // of `[T; len]`, which is what a boxed slice of that length frees with, and every
+    // element is initialised (all-zero bytes are a valid `T`, the caller's promise).
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(memory, len)) }
 }
 
 /// Why a claim failed. Each is a reason a record is dropped and counted.
@@ -179,7 +194,7 @@ pub(crate) struct Ring {
     /// `CONSUMER_ACTIVE | CRASH_CLAIMED`: see the module docs.
     consuming: AtomicU64,
     seqs: Box<[AtomicU64]>,
-    chunks: Box<[UnsafeCell<Chunk>]>,
+    chunks: Chunks,
     mask: u64,
 }
 
@@ -195,9 +210,19 @@ impl Ring {
     /// [`MIN_SLOTS`]..=[`MAX_SLOTS`]; the builder validates user input before this.
     pub(crate) fn with_slots(slots: usize) -> Ring {
         let slots = slots.clamp(MIN_SLOTS, MAX_SLOTS).next_power_of_two();
-        // Every slot starts free for lap zero: seq == its own position.
-        let seqs = (0..slots as u64).map(AtomicU64::new).collect();
-        let chunks = zeroed_chunks(slots);
+        // Every slot starts free for lap zero: seq == its own position, which the
+        // stamps store as 0 (see `Ring::load_seq`).
+        #[cfg(not(loom))]
+        // SAFETY: zero is a valid `AtomicU64`, which is not zero-sized; `slots >=
+        // MIN_SLOTS`.
+        let (seqs, chunks) = (unsafe { zeroed_slice(slots) }, Chunks::zeroed(slots));
+        #[cfg(loom)]
+        let (seqs, chunks) = (
+            (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            (0..slots)
+                .map(|_| UnsafeCell::new(Chunk([0; SLOT_BYTES])))
+                .collect(),
+        );
         Ring {
             tail: CachePadded(AtomicU64::new(0)),
             consumer_taken: AtomicBool::new(false),
@@ -241,7 +266,20 @@ impl Ring {
         self.tail.load(Ordering::Relaxed) & CLOSED != 0
     }
 
-    fn seq(&self, pos: u64) -> &AtomicU64 {
+    /// The stamp (`seq`) of the slot at `pos`. Stored relative to the slot's index
+    /// (`seq - (pos & mask)`, wrapping), which every stamp of that slot is congruent to:
+    /// the initial stamps are then all zero, and the array comes from zeroed memory.
+    fn load_seq(&self, pos: u64, order: Ordering) -> u64 {
+        self.stamp(pos).load(order).wrapping_add(pos & self.mask)
+    }
+
+    /// Sets the stamp of the slot at `pos` to `seq` (see [`Ring::load_seq`]).
+    fn store_seq(&self, pos: u64, seq: u64, order: Ordering) {
+        self.stamp(pos)
+            .store(seq.wrapping_sub(pos & self.mask), order);
+    }
+
+    fn stamp(&self, pos: u64) -> &AtomicU64 {
         // SAFETY: `pos & mask` < seqs.len() because the length is `mask + 1`.
         unsafe { self.seqs.get_unchecked((pos & self.mask) as usize) }
     }
@@ -331,7 +369,7 @@ impl Ring {
             let guard = last + reserve;
             // Acquire pairs with the consumer's release when it freed `guard`: once we
             // see it free, the consumer is done reading every slot up to it.
-            let seq = self.seq(guard).load(Ordering::Acquire);
+            let seq = self.load_seq(guard, Ordering::Acquire);
             if seq == guard {
                 // Free for this lap. The CAS makes the claim exclusive: it succeeds only
                 // if nobody claimed from `tail` since we read it, and fails if the ring
@@ -396,7 +434,7 @@ impl Ring {
         let mut in_run = false;
         while pos < to {
             // Acquire pairs with the producer's release in `Claim::drop`.
-            if self.seq(pos).load(Ordering::Acquire) == pos + 1 {
+            if self.load_seq(pos, Ordering::Acquire) == pos + 1 {
                 let (len, flags) = self.read_frame(pos);
                 visit(pos, len, flags);
                 pos += len.div_ceil(SLOT_BYTES) as u64;
@@ -439,7 +477,7 @@ impl Ring {
     fn look(&self, pos: u64) -> Look {
         // Acquire pairs with the producer's release in `Claim::drop`: a published
         // record's bytes are visible once its stamp is.
-        if self.seq(pos).load(Ordering::Acquire) == pos + 1 {
+        if self.load_seq(pos, Ordering::Acquire) == pos + 1 {
             let (len, flags) = self.read_frame(pos);
             if flags & FRAME_CORRUPT != 0 {
                 return Look::Corrupt;
@@ -482,7 +520,7 @@ impl Ring {
     fn free_record(&self, pos: u64, slots: u64) {
         let lap = self.mask + 1;
         for slot in pos..pos + slots {
-            self.seq(slot).store(slot + lap, Ordering::Release);
+            self.store_seq(slot, slot + lap, Ordering::Release);
         }
     }
 }
@@ -545,8 +583,7 @@ impl Drop for Claim<'_> {
         // Release: the consumer's acquire load of this stamp makes every byte written
         // into the claim visible before it reads them.
         self.ring
-            .seq(self.pos)
-            .store(self.pos + 1, Ordering::Release);
+            .store_seq(self.pos, self.pos + 1, Ordering::Release);
     }
 }
 
