@@ -168,6 +168,12 @@ impl Room {
         }
     }
 
+    /// Whether some caller sleeps for room now (a caller about to spin for it had
+    /// better sleep too).
+    pub(crate) fn has_sleepers(&self) -> bool {
+        self.sleepers.load(Ordering::Relaxed) != 0
+    }
+
     /// Caller side: done waiting (whatever the outcome).
     pub(crate) fn leave(&self) {
         self.sleepers.fetch_sub(1, Ordering::Relaxed);
@@ -240,6 +246,38 @@ mod tests {
         waker.sleep(Duration::from_secs(30));
         assert!(start.elapsed() < Duration::from_secs(20));
         t.join().unwrap();
+    }
+
+    #[test]
+    fn the_listener_freeing_room_ends_a_block_callers_sleep() {
+        let room = std::sync::Arc::new(Room::default());
+        let ticket = room.enter();
+        let listener = std::sync::Arc::clone(&room);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            listener.notify_fenced();
+        });
+        let start = Instant::now();
+        room.wait(ticket, Duration::from_secs(30));
+        room.leave();
+        assert!(start.elapsed() < Duration::from_secs(20));
+        t.join().unwrap();
+        // Nobody sleeps now: a notify is one load, and bumps nothing.
+        let ticket = room.enter();
+        room.leave();
+        room.notify_fenced();
+        assert_eq!(room.freed.load(Ordering::Relaxed), ticket);
+    }
+
+    #[test]
+    fn a_sleep_on_a_stale_ticket_returns_at_once() {
+        let room = Room::default();
+        let ticket = room.enter();
+        room.wake_all(); // the listener freed room between the ticket and the sleep
+        let start = Instant::now();
+        room.wait(ticket, Duration::from_secs(30));
+        room.leave();
+        assert!(start.elapsed() < Duration::from_secs(20));
     }
 
     #[test]

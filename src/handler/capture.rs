@@ -182,9 +182,10 @@ impl QueueHandler {
                         let draining = shared.listener_running.load(Ordering::Acquire);
                         if in_time && draining && reason != ClaimError::Closed {
                             shared.waker.wake_if_sleeping();
-                            if spins < BLOCK_SPINS {
+                            if spins < BLOCK_SPINS && !shared.room.has_sleepers() {
                                 // The listener frees slots as it reads: room is usually
-                                // a moment away.
+                                // a moment away. Not while others sleep for it already:
+                                // then spinning only takes a core from the listener.
                                 spins += 1;
                                 for _ in 0..BLOCK_SPIN_PAUSES {
                                     std::hint::spin_loop();

@@ -21,6 +21,13 @@ use crate::stats::{Counters, Dropped};
 /// written when its producer's wake-up raced the listener falling asleep.
 const MAX_IDLE_SLEEP: Duration = Duration::from_millis(50);
 
+/// After catching up, the listener looks for records this many times, [`QUIET_POLL`]
+/// apart, before it sleeps until woken: about a millisecond in all.
+const QUIET_POLLS: u32 = 10;
+
+/// The pause between two of those looks.
+const QUIET_POLL: Duration = Duration::from_micros(100);
+
 /// While a Block-mode caller sleeps for room, the listener wakes it after every this
 /// many records it takes (each frees a slot or two): a `futex` call per so many records
 /// while someone waits, one load otherwise.
@@ -173,7 +180,9 @@ impl Listener<'_> {
     fn run(&mut self) {
         let mut stop_requested: Option<Instant> = None;
         let mut idle_sleep = Duration::from_millis(1);
+        let mut quiet_polls = 0;
         loop {
+            self.shared.ring.populate_ahead();
             while let Ok(request) = self.shared.control_rx.try_recv() {
                 match request {
                     Control::Flush { upto, dropped, ack } => {
@@ -237,12 +246,22 @@ impl Listener<'_> {
 
             if taken > 0 {
                 idle_sleep = Duration::from_millis(1);
+                quiet_polls = 0;
                 continue;
             }
             if next == Pop::Pending {
                 // A producer is between claim and publish; it will be done in a moment
                 // unless a signal handler is running on it.
                 std::thread::sleep(Duration::from_micros(50));
+                continue;
+            }
+            if quiet_polls < QUIET_POLLS && self.shared.control_rx.is_empty() {
+                // Caught up with a stream of records: look again in a moment without
+                // announcing a sleep. An announced sleep makes the next log call pay a
+                // `write(2)` to wake us, and a listener that keeps catching up would
+                // have every call pay one.
+                quiet_polls += 1;
+                std::thread::sleep(QUIET_POLL);
                 continue;
             }
             let timeout = self.sleep_budget(idle_sleep);

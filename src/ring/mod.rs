@@ -94,6 +94,11 @@ pub(crate) use readers::{CrashDrain, CrashNext, CrashRecord, PEEK_BYTES};
 /// Bytes of record data per slot: one cache line.
 pub(crate) const SLOT_BYTES: usize = 64;
 
+/// How far ahead of the producers the listener makes the ring's memory resident:
+/// some 65,000 records of two slots, tens of milliseconds of a burst.
+#[cfg(not(loom))]
+const POPULATE_AHEAD: usize = 8 << 20;
+
 /// How many times a producer retries a claim that lost a race to another producer
 /// before it drops the record. Each lost race means another producer succeeded, so the
 /// ring as a whole always progresses; this bounds the steps of one call.
@@ -232,6 +237,15 @@ impl Ring {
             chunks,
             mask: slots as u64 - 1,
         }
+    }
+
+    /// Makes the slot memory the producers will reach next resident, a few MiB ahead
+    /// of `tail` (see `mapped::MappedChunks::populate_upto`); the listener calls it
+    /// between batches. Nothing to do after the first lap.
+    #[cfg(not(loom))]
+    pub(crate) fn populate_ahead(&self) {
+        let used = (self.tail().min(self.slots() as u64) as usize) * SLOT_BYTES;
+        self.chunks.populate_upto(used + POPULATE_AHEAD);
     }
 
     /// Number of slots.
