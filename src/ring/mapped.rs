@@ -1,8 +1,9 @@
-//! The ring's slot bytes in memory of their own: an anonymous private mapping, so they
-//! are the kernel's zero pages until a record first reaches them (a big ring costs RSS
-//! as it is used, not up front), page-aligned (every slot on its own cache line). The
-//! allocator cannot do this: a zeroed allocation aligned to 64 bytes is written with
-//! zeros, every page of it.
+//! The ring's memory, resident only as it is used: the stamps in a zeroed allocation
+//! ([`zeroed_slice`]), the slot bytes in an anonymous private mapping of their own,
+//! page-aligned (every slot on its own cache line). Both are the kernel's zero pages
+//! until a record first reaches them, so a big ring costs RSS as it is used, not up
+//! front. The allocator cannot do this for the slots: a zeroed allocation aligned to
+//! 64 bytes is written with zeros, every page of it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -12,6 +13,30 @@ use crate::sync::UnsafeCell;
 /// The most bytes one [`MappedChunks::populate_upto`] call makes resident: bounded
 /// work for the listener between two batches.
 const POPULATE_STEP: usize = 2 << 20;
+
+/// A boxed slice of `len` all-zero `T`s from the allocator's zeroed allocation: for a
+/// ring of any size that is fresh zero pages from the kernel, so its memory becomes
+/// resident only as records first reach it (a big ring costs RSS as it is used, not
+/// up front).
+///
+/// # Safety
+///
+/// All-zero bytes must be a valid `T`, and `T` must not be zero-sized; `len` must be
+/// at least 1.
+pub(super) unsafe fn zeroed_slice<T>(len: usize) -> Box<[T]> {
+    let Ok(layout) = std::alloc::Layout::array::<T>(len) else {
+        std::alloc::handle_alloc_error(std::alloc::Layout::new::<T>());
+    };
+    // SAFETY: the layout has a non-zero size (the caller's promise).
+    let memory = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if memory.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `memory` is a fresh allocation from the global allocator with the layout
+    // of `[T; len]`, which is what a boxed slice of that length frees with, and every
+    // element is initialised (all-zero bytes are a valid `T`, the caller's promise).
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(memory, len)) }
+}
 
 /// `len` zeroed chunks, unmapped on drop. Under Miri (which has no `mmap`) a boxed
 /// slice instead, freed as one.

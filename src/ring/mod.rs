@@ -149,31 +149,6 @@ type Chunks = mapped::MappedChunks;
 #[cfg(not(loom))]
 mod mapped;
 
-/// A boxed slice of `len` all-zero `T`s from the allocator's zeroed allocation: for a
-/// ring of any size that is fresh zero pages from the kernel, so its memory becomes
-/// resident only as records first reach it (a big ring costs RSS as it is used, not
-/// up front).
-///
-/// # Safety
-///
-/// All-zero bytes must be a valid `T`, and `T` must not be zero-sized; `len` must be
-/// at least 1.
-#[cfg(not(loom))]
-unsafe fn zeroed_slice<T>(len: usize) -> Box<[T]> {
-    let Ok(layout) = std::alloc::Layout::array::<T>(len) else {
-        std::alloc::handle_alloc_error(std::alloc::Layout::new::<T>());
-    };
-    // SAFETY: the layout has a non-zero size (the caller's promise).
-    let memory = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
-    if memory.is_null() {
-        std::alloc::handle_alloc_error(layout);
-    }
-    // SAFETY: `memory` is a fresh allocation from the global allocator with the layout
-    // of `[T; len]`, which is what a boxed slice of that length frees with, and every
-    // element is initialised (all-zero bytes are a valid `T`, the caller's promise).
-    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(memory, len)) }
-}
-
 /// Why a claim failed. Each is a reason a record is dropped and counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClaimError {
@@ -220,7 +195,10 @@ impl Ring {
         #[cfg(not(loom))]
         // SAFETY: zero is a valid `AtomicU64`, which is not zero-sized; `slots >=
         // MIN_SLOTS`.
-        let (seqs, chunks) = (unsafe { zeroed_slice(slots) }, Chunks::zeroed(slots));
+        let (seqs, chunks) = (
+            unsafe { mapped::zeroed_slice(slots) },
+            Chunks::zeroed(slots),
+        );
         #[cfg(loom)]
         let (seqs, chunks) = (
             (0..slots).map(|_| AtomicU64::new(0)).collect(),
