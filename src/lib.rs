@@ -42,6 +42,21 @@
 //! # Ok::<(), quelog::Error>(())
 //! ```
 //!
+//! # Rotation
+//!
+//! A file output rotates by size, hour or day, or a day with a size cap, keeps `n`
+//! rotated files or those younger than an age, and gzips them on a thread of its own
+//! (feature `compression`); see [`Rotation`] and [`Naming`]:
+//!
+//! ```no_run
+//! use quelog::{Builder, Output, Rotation};
+//!
+//! let guard = Builder::new()
+//!     .output(Output::file("logs/app.log").rotate(Rotation::daily().max_size(100 << 20).keep(7)))
+//!     .install()?;
+//! # Ok::<(), quelog::Error>(())
+//! ```
+//!
 //! # The producer contract
 //!
 //! A log call through quelog (the *producer path*: everything `log::info!` runs on the
@@ -294,8 +309,8 @@ pub use listener::{ListenerConfig, QueueListener, SyncPolicy};
 pub use log::LevelFilter;
 pub use output::{Format, Output};
 pub use queue::{Overflow, QueueConfig};
-pub use sink::{Detached, FileSink, Sink, StderrSink, StdoutSink};
-pub use stats::{Dropped, SpanStats, Stats, SyncLatency};
+pub use sink::{Detached, FileSink, Naming, Rotation, Sink, StderrSink, StdoutSink};
+pub use stats::{Dropped, RotationStats, SpanStats, Stats, SyncLatency};
 #[cfg(feature = "tracing")]
 pub use subscriber::TracingSubscriber;
 

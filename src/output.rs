@@ -10,7 +10,9 @@ use log::LevelFilter;
 
 use crate::error::Error;
 use crate::layout::{JsonStyle, LayoutSpec};
-use crate::sink::{FileSink, Sink, StderrSink, StdoutSink};
+use crate::sink::rotation::RotatingFileSink;
+use crate::sink::{FileSink, Rotation, Sink, StderrSink, StdoutSink};
+use crate::stats::Counters;
 
 /// How an output's lines look.
 ///
@@ -72,7 +74,7 @@ pub enum Format {
 
 /// Where an output writes.
 enum Destination {
-    File(PathBuf),
+    File(PathBuf, Option<Rotation>),
     Stderr,
     Stdout,
     Sink(Box<dyn Sink>),
@@ -111,7 +113,10 @@ pub struct Output {
 impl fmt::Debug for Output {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let destination = match &self.destination {
-            Destination::File(path) => format!("file {}", path.display()),
+            Destination::File(path, None) => format!("file {}", path.display()),
+            Destination::File(path, Some(rotation)) => {
+                format!("file {} rotating {rotation:?}", path.display())
+            }
             Destination::Stderr => "stderr".to_owned(),
             Destination::Stdout => "stdout".to_owned(),
             Destination::Sink(_) => "custom sink".to_owned(),
@@ -143,7 +148,24 @@ impl Output {
 
     /// Appends to the file at `path` (created with its parent directories).
     pub fn file(path: impl Into<PathBuf>) -> Output {
-        Output::new(Destination::File(path.into()))
+        Output::new(Destination::File(path.into(), None))
+    }
+
+    /// Rotates the file as `rotation` says (a file output only; elsewhere it does
+    /// nothing). The live file keeps `path`; see [`Rotation`] and [`crate::Naming`].
+    ///
+    /// ```no_run
+    /// use quelog::{Builder, Output, Rotation};
+    ///
+    /// // A new file every 64 MiB, the 10 newest rotated ones kept.
+    /// # let _ =
+    /// Builder::new().output(Output::file("logs/app.log").rotate(Rotation::size(64 << 20).keep(10)));
+    /// ```
+    pub fn rotate(mut self, rotation: Rotation) -> Output {
+        if let Destination::File(_, slot) = &mut self.destination {
+            *slot = Some(rotation);
+        }
+        self
     }
 
     /// Standard error ([`StderrSink`]).
@@ -199,10 +221,21 @@ impl Output {
         self.level.unwrap_or(default)
     }
 
-    /// Opens the destination.
-    pub(crate) fn open(self) -> Result<Box<dyn Sink>, Error> {
+    /// Opens the destination; `local_time` is the builder's (rotation follows it
+    /// unless told otherwise), `counters` the queue's.
+    pub(crate) fn open(
+        self,
+        local_time: bool,
+        counters: &Counters,
+    ) -> Result<Box<dyn Sink>, Error> {
         Ok(match self.destination {
-            Destination::File(path) => Box::new(FileSink::open(path)?),
+            Destination::File(path, None) => Box::new(FileSink::open(path)?),
+            Destination::File(path, Some(rotation)) => {
+                let counters = std::sync::Arc::clone(&counters.rotation);
+                Box::new(RotatingFileSink::open(
+                    path, rotation, local_time, counters,
+                )?)
+            }
             Destination::Stderr => Box::new(StderrSink::new()),
             Destination::Stdout => Box::new(StdoutSink::new()),
             Destination::Sink(sink) => sink,

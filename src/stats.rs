@@ -131,6 +131,33 @@ pub struct Stats {
     pub detached_reopens: u64,
     /// The tracing subscriber's spans.
     pub spans: SpanStats,
+    /// What file rotation did ([`crate::Rotation`]), over every rotating output.
+    pub rotation: RotationStats,
+}
+
+/// What rotating file outputs did. Every failure here is also said in the log, as a
+/// `quelog` line in the output concerned; the records themselves keep going to the
+/// live file, so none is lost by a failed rotation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RotationStats {
+    /// Rotations done (the live file renamed and created again).
+    pub rotations: u64,
+    /// Rotations that failed (the directory not writable, disk full): the live file
+    /// kept growing, and the rotation was tried again later.
+    pub failed: u64,
+    /// Rotated files compressed.
+    pub compressed: u64,
+    /// Compressions that failed (the file is left uncompressed).
+    pub compression_failed: u64,
+    /// Rotated files removed by retention.
+    pub removed: u64,
+    /// Rotated files retention could not remove.
+    pub removal_failed: u64,
+    /// How long each rotation kept the listener from draining (the sync before it,
+    /// the renames, the create, retention; compression runs on its own thread and is
+    /// not in it), failed attempts included. Same histogram as [`Stats::sync_latency`].
+    pub duration: SyncLatency,
 }
 
 /// What the tracing subscriber (or layer) did with spans. Spans are not records: they are not in
@@ -278,6 +305,34 @@ pub(crate) struct Counters {
     pub(crate) spans_created: AtomicU64,
     pub(crate) spans_closed: AtomicU64,
     pub(crate) spans_refused: AtomicU64,
+    /// Shared with every rotating sink (and its compressor thread).
+    pub(crate) rotation: std::sync::Arc<RotationCounters>,
+}
+
+/// The live counters behind [`RotationStats`].
+#[derive(Debug, Default)]
+pub(crate) struct RotationCounters {
+    pub(crate) rotations: AtomicU64,
+    pub(crate) rotation_errors: AtomicU64,
+    pub(crate) compressed: AtomicU64,
+    pub(crate) compression_errors: AtomicU64,
+    pub(crate) removed: AtomicU64,
+    pub(crate) removal_errors: AtomicU64,
+    pub(crate) latency: LatencyHistogram,
+}
+
+impl RotationCounters {
+    fn snapshot(&self) -> RotationStats {
+        RotationStats {
+            rotations: self.rotations.load(Relaxed),
+            failed: self.rotation_errors.load(Relaxed),
+            compressed: self.compressed.load(Relaxed),
+            compression_failed: self.compression_errors.load(Relaxed),
+            removed: self.removed.load(Relaxed),
+            removal_failed: self.removal_errors.load(Relaxed),
+            duration: self.latency.snapshot(),
+        }
+    }
 }
 
 impl Counters {
@@ -322,6 +377,7 @@ impl Counters {
                 // The span table counts these itself: `Shared::stats` fills it in.
                 leaked: 0,
             },
+            rotation: self.rotation.snapshot(),
         }
     }
 

@@ -87,3 +87,54 @@ impl crate::Builder {
         self
     }
 }
+
+/// A wall clock for rotation tests ([`crate::Rotation::clock`]): the test sets and
+/// moves it, and sets its UTC offset (to play a DST change), instead of waiting hours.
+#[derive(Debug, Clone, Default)]
+pub struct FakeClock(Arc<FakeTime>);
+
+#[derive(Debug, Default)]
+struct FakeTime {
+    unix_seconds: std::sync::atomic::AtomicI64,
+    utc_offset: std::sync::atomic::AtomicI32,
+}
+
+impl FakeClock {
+    /// A clock at `unix_seconds`, offset 0.
+    pub fn at(unix_seconds: i64) -> FakeClock {
+        let clock = FakeClock::default();
+        clock.set(unix_seconds);
+        clock
+    }
+
+    /// Sets the time.
+    pub fn set(&self, unix_seconds: i64) {
+        self.0.unix_seconds.store(unix_seconds, Ordering::SeqCst);
+    }
+
+    /// Moves the time by `seconds` (negative: back).
+    pub fn advance(&self, seconds: i64) {
+        self.0.unix_seconds.fetch_add(seconds, Ordering::SeqCst);
+    }
+
+    /// Sets local time's offset east of UTC, in seconds.
+    pub fn set_utc_offset(&self, seconds: i32) {
+        self.0.utc_offset.store(seconds, Ordering::SeqCst);
+    }
+
+    pub(crate) fn now(&self) -> std::time::SystemTime {
+        let seconds = self.0.unix_seconds.load(Ordering::SeqCst);
+        let by = Duration::from_secs(seconds.unsigned_abs());
+        let epoch = std::time::UNIX_EPOCH;
+        let at = if seconds >= 0 {
+            epoch.checked_add(by)
+        } else {
+            epoch.checked_sub(by)
+        };
+        at.unwrap_or(epoch)
+    }
+
+    pub(crate) fn utc_offset(&self) -> i32 {
+        self.0.utc_offset.load(Ordering::SeqCst)
+    }
+}

@@ -413,6 +413,7 @@ impl Listener<'_> {
         let mut accepted = 0;
         let mut lost = 0;
         let mut failures = Vec::new();
+        let mut fd_changed = false;
         let mut written_at = vec![0; self.sinks.len()];
         // Level filters nest, so the largest count of any sink is the union.
         let in_batch = self.sinks_buffered_max();
@@ -433,6 +434,12 @@ impl Listener<'_> {
                 *written = outcome.accepted - outcome.lost;
             }
             failures.extend(outcome.error);
+            fd_changed |= outcome.fd_changed;
+        }
+        if fd_changed {
+            // A sink rotated: its old descriptor is closed. The listener holds its
+            // writing bit, so no crash drain uses the descriptor meanwhile.
+            super::outputs::publish_crash_fd(shared, &self.sinks);
         }
         for (slot, written) in self.sinks.iter_mut().zip(written_at) {
             slot.discount_lost_elsewhere(written, lost);

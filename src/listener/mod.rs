@@ -54,7 +54,8 @@
 //!
 //! The listener holds the ring's consuming token (see [`crate::ring`]) while it takes
 //! records and its writing bit until they are written. It publishes the descriptor of
-//! its first file sink for the fatal-signal drain when it starts and after a reopen,
+//! its first file sink for the fatal-signal drain when it starts, after a reopen and
+//! after a write that changed a sink's descriptor (a rotation),
 //! and withdraws it before its sinks close; if a drain is still writing with it then,
 //! the sinks are never closed (the process is about to end), so the descriptor number
 //! cannot be reused under the drain.
@@ -226,7 +227,8 @@ impl QueueListener {
         default_level: LevelFilter,
         config: ListenerConfig,
     ) -> Result<QueueListener, Error> {
-        let slots = open_outputs(outputs, default_level, config.local_time)?;
+        let counters = &handler.shared.counters;
+        let slots = open_outputs(outputs, default_level, config.local_time, counters)?;
         QueueListener::start_slots(handler, slots, config)
     }
 
@@ -405,13 +407,18 @@ fn open_outputs(
     outputs: Vec<Output>,
     default_level: LevelFilter,
     local_time: bool,
+    counters: &Counters,
 ) -> Result<Vec<SinkSlot>, Error> {
     outputs
         .into_iter()
         .map(|output| {
             let level = output.level_or(default_level);
             let layout = output.layout(local_time);
-            Ok(SinkSlot::new(output.open()?, level, layout))
+            Ok(SinkSlot::new(
+                output.open(local_time, counters)?,
+                level,
+                layout,
+            ))
         })
         .collect()
 }

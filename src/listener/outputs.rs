@@ -64,6 +64,8 @@ pub(super) struct SinkSlot {
     backoff: Duration,
     /// The drop counts this sink's log already tells.
     drops_told: Dropped,
+    /// What the sink said about itself ([`Sink::take_notices`]), not written yet.
+    sink_notices: Vec<String>,
 }
 
 /// What one write round did at one sink.
@@ -75,6 +77,8 @@ pub(super) struct Written {
     pub(super) lost: u64,
     /// The failure to report to flush barriers.
     pub(super) error: Option<Error>,
+    /// The sink's descriptor changed (it rotated): the crash drain's needs publishing.
+    pub(super) fd_changed: bool,
 }
 
 /// After a failed sync: what the rewrite did.
@@ -105,6 +109,7 @@ impl SinkSlot {
             retry_at: None,
             backoff: FIRST_RETRY_BACKOFF,
             drops_told: Dropped::default(),
+            sink_notices: Vec::new(),
         }
     }
 
@@ -165,7 +170,8 @@ impl SinkSlot {
     ) -> Written {
         let owes_drops = drops_now.queue_full > self.drops_told.queue_full
             || drops_now.contended > self.drops_told.contended;
-        let owes_notice = self.lost_unreported > 0 || owes_drops;
+        self.sink.take_notices(&mut self.sink_notices);
+        let owes_notice = self.lost_unreported > 0 || owes_drops || !self.sink_notices.is_empty();
         if self.buffer.is_empty() && !owes_notice {
             return Written::default();
         }
@@ -186,6 +192,7 @@ impl SinkSlot {
                 accepted,
                 lost: accepted,
                 error,
+                fd_changed: false,
             };
         }
         if owes_notice {
@@ -195,15 +202,21 @@ impl SinkSlot {
                 notice::push_loss_notice(layout, self.lost_unreported, why, &mut notices);
             }
             notice::push_drop_notices(layout, self.drops_told, drops_now, &mut notices);
+            for text in &self.sink_notices {
+                notice::push_notice(layout, log::Level::Warn, text, &mut notices);
+            }
             self.buffer.splice(0..0, notices);
         }
+        let fd_before = self.sink.raw_fd();
         let result = guarded(counters, || self.sink.write_batch(&self.buffer));
+        let fd_changed = self.sink.raw_fd() != fd_before;
         let outcome = match result {
             Ok(()) => {
                 Counters::add(&counters.bytes, self.buffer.len() as u64);
                 self.dirty = true;
                 self.lost_unreported = 0;
                 self.drops_told = drops_now;
+                self.sink_notices.clear();
                 self.retry_at = None;
                 self.backoff = FIRST_RETRY_BACKOFF;
                 self.keep_written();
@@ -212,6 +225,7 @@ impl SinkSlot {
                     accepted,
                     lost: 0,
                     error: None,
+                    fd_changed,
                 }
             }
             Err(error) => {
@@ -222,6 +236,7 @@ impl SinkSlot {
                     accepted,
                     lost: accepted,
                     error: Some(Error::sink(&error)),
+                    fd_changed,
                 }
             }
         };

@@ -3,10 +3,12 @@
 //! the producers.
 
 mod file;
+pub(crate) mod rotation;
 mod stderr;
 mod stdout;
 
 pub use file::FileSink;
+pub use rotation::{Naming, Rotation};
 pub(crate) use stderr::write_stderr_if_ready;
 pub use stderr::StderrSink;
 pub use stdout::StdoutSink;
@@ -80,6 +82,13 @@ pub trait Sink: Send {
     fn raw_fd(&self) -> Option<RawFd> {
         None
     }
+
+    /// Lines the sink has to say about itself (a rotation that failed, say): the
+    /// listener moves them into `notices` before each write and writes them to this
+    /// sink as `quelog` warnings in its layout. The default has none.
+    fn take_notices(&mut self, notices: &mut Vec<String>) {
+        let _ = notices;
+    }
 }
 
 /// How a sink's file went away under it ([`Sink::detached`]).
@@ -111,5 +120,8 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn raw_fd(&self) -> Option<RawFd> {
         (**self).raw_fd()
+    }
+    fn take_notices(&mut self, notices: &mut Vec<String>) {
+        (**self).take_notices(notices)
     }
 }

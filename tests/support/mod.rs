@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod common;
+pub mod rotated;
 pub mod storm;
