@@ -213,7 +213,7 @@ impl Room {
     }
 
     /// Whether a sleep on `ticket` would still sleep now (the models' check).
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub(crate) fn ticket_taken(&self, ticket: u32) -> bool {
         self.freed.load(Ordering::Acquire) == ticket
     }
