@@ -167,11 +167,17 @@ fn find_escape(bytes: &[u8], from: usize) -> Option<usize> {
     if tail.is_empty() {
         return None;
     }
-    let mut eight = [b' '; 8];
-    if let Some(dst) = eight.get_mut(..tail.len()) {
-        dst.copy_from_slice(tail);
+    // The last eight bytes of `rest`, overlapping the words already found clean, so a
+    // flag there is a byte of the tail; no copy of a variable length (a `memcpy` call).
+    if let Some(last) = rest.len().checked_sub(8).and_then(|at| rest.get(at..)) {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(last);
+        let before = 8 - tail.len();
+        return first_escape_in(u64::from_le_bytes(eight)).map(|at| offset + at - before);
     }
-    first_escape_in(u64::from_le_bytes(eight)).map(|at| offset + at)
+    tail.iter()
+        .position(|&byte| byte < 0x20 || byte == 0x7f)
+        .map(|at| offset + at)
 }
 
 /// The index (0-7, in memory order) of the first of the eight bytes of `word` (read

@@ -490,12 +490,13 @@ impl Ring {
     /// what a producer can write) and flags. Same ownership rule as `read_record`.
     fn read_frame(&self, pos: u64) -> (usize, u32) {
         let mut frame = [0u8; FRAME_BYTES];
-        let mut at = 0;
-        self.read_record(pos, 0, FRAME_BYTES, |bytes| {
-            if let Some(dst) = frame.get_mut(at..at + bytes.len()) {
-                dst.copy_from_slice(bytes);
+        // The frame lies at the start of the record's first slot, never split.
+        self.with_run(pos, 0, |src, available| {
+            if available >= FRAME_BYTES {
+                // SAFETY: the caller owns the published record (as in `read_record`),
+                // and its first slot holds at least the frame's bytes from `src`.
+                unsafe { std::ptr::copy_nonoverlapping(src, frame.as_mut_ptr(), FRAME_BYTES) };
             }
-            at += bytes.len();
         });
         let [l0, l1, l2, l3, f0, f1, f2, f3] = frame;
         let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
