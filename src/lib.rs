@@ -86,9 +86,11 @@
 //!
 //! The exception is [`Overflow::Block`]: an ordinary thread (not inside another log
 //! call, not the listener) may then sleep while the ring is full and a listener is
-//! draining it, up to the timeout (`Duration::MAX`: no limit). With no listener
-//! running (before it starts, after it died or stopped) nobody will make room, so
-//! nobody waits.
+//! draining it, up to the timeout (`Duration::MAX`: no limit), on a futex the
+//! listener signals as it frees slots. With no listener running (before it starts,
+//! after it died or stopped) nobody will make room, so nobody waits. A signal handler
+//! that interrupted ordinary code is such a thread too: it may wait, bounded by the
+//! timeout (the wait is async-signal-safe).
 //!
 //! # Formatting on the listener
 //!
@@ -386,7 +388,7 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Defaults: 4 MiB ring, drop on overflow, level `Info`, group commit, UTC.
+    /// Defaults: 32 MiB ring (see [`QueueConfig::capacity`] for why), drop on overflow, level `Info`, group commit, UTC.
     pub fn new() -> Builder {
         Builder {
             queue: QueueConfig {
@@ -451,7 +453,8 @@ impl Builder {
         self
     }
 
-    /// Bytes of ring space (default 4 MiB; 1 KiB to 1 GiB, else an error at build).
+    /// Bytes of ring space (default 32 MiB, see [`QueueConfig::capacity`]; 1 KiB to
+    /// 1 GiB, else an error at build).
     pub fn capacity(mut self, bytes: usize) -> Builder {
         self.queue.capacity = bytes;
         self

@@ -21,8 +21,14 @@ pub enum Overflow {
     #[default]
     Drop,
     /// An ordinary thread waits for room, up to `timeout`, then drops and counts.
+    /// It spins for a few microseconds, then sleeps on a futex the listener signals
+    /// as it frees slots (never a timed sleep-and-poll), so it resumes as soon as
+    /// there is room. It does not wait while no listener runs (before one starts,
+    /// after it stopped or died), and a stop wakes every waiter.
     ///
-    /// A thread already inside a log call (a signal handler or `Drop` that interrupted
+    /// A signal handler that interrupted ordinary code waits like any caller (the
+    /// futex, `clock_gettime` and the claim are async-signal-safe), bounded by
+    /// `timeout`: keep it short if handlers log. A thread already inside a log call (a signal handler or `Drop` that interrupted
     /// one, a `Display` that logs) and the listener thread never wait, whatever this
     /// says: they could be waiting for their own thread's unfinished record.
     Block {
@@ -44,7 +50,18 @@ pub enum Overflow {
 #[non_exhaustive]
 pub struct QueueConfig {
     /// Bytes of record space in the ring, rounded up to a power of two of 64-byte
-    /// slots. From 1 KiB to 1 GiB; default 4 MiB.
+    /// slots. From 1 KiB to 1 GiB; default 32 MiB.
+    ///
+    /// Why 32 MiB: a caller logs in about 120 ns, faster than any listener writes a
+    /// file, so a burst is kept whole only if the ring holds most of it. A record of a
+    /// short message takes two slots (128 bytes), so 32 MiB holds 262,144 of them:
+    /// a 200,000-record burst from one thread, and twice tracing-appender's default
+    /// channel of 128,000 lines. The memory is what it says, and no more up front: the
+    /// slot bytes are fresh zero pages, resident once a record first reaches them
+    /// (RSS grows to the capacity once that much has been logged, then stays); the
+    /// stamps (an eighth of it, 4 MiB) are written at start. Besides the ring, the
+    /// listener holds the lines written since the last sync, up to 1 MiB under load
+    /// (for the fsyncgate rewrite), and a batch being formatted.
     pub capacity: usize,
     /// What producers do when the ring is full.
     pub overflow: Overflow,
@@ -68,7 +85,7 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            capacity: 4 << 20,
+            capacity: 32 << 20,
             overflow: Overflow::Drop,
             level: LevelFilter::Trace,
             max_record: 64 << 10,
@@ -134,6 +151,8 @@ pub(crate) struct Shared {
     pub(crate) ring: Ring,
     pub(crate) scratch: ScratchPool,
     pub(crate) waker: Waker,
+    /// Where Block-mode callers wait for the listener to free slots.
+    pub(crate) room: crate::wake::Room,
     pub(crate) counters: Counters,
     /// The most verbose level the filter enables: the fast check before it.
     pub(crate) level: LevelFilter,
@@ -204,6 +223,7 @@ impl Shared {
             ring,
             scratch: ScratchPool::new(config.scratch_buffers, max_message),
             waker: Waker::new().map_err(|e| Error::InvalidConfig(format!("eventfd: {e}")))?,
+            room: crate::wake::Room::default(),
             counters: Counters::default(),
             level: filter.max(),
             filter,

@@ -1,4 +1,6 @@
-//! Waking the listener: an eventfd it sleeps on, written only when it said it sleeps.
+//! Waking the listener: an eventfd it sleeps on, written only when it said it sleeps;
+//! and the other way round, waking a Block-mode caller when the listener made room
+//! ([`Room`]).
 //!
 //! Producers pay one load per record while the listener is awake. A producer that
 //! finds the `sleeping` flag set swaps it off and writes the eventfd once; both are
@@ -17,7 +19,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 
 #[derive(Debug)]
 pub(crate) struct Waker {
@@ -102,6 +104,121 @@ impl Waker {
     }
 }
 
+/// Where a Block-mode caller waits for the listener to free slots
+/// ([`crate::Overflow::Block`]): a futex on a sequence word, `freed`, that the listener
+/// bumps after freeing slots while someone sleeps on it.
+///
+/// No wake-up is lost. A caller [`Room::enter`]s (counts itself in `sleepers`, SeqCst
+/// fence, reads its ticket from `freed`), tries its claim once more, and only then
+/// sleeps while `freed` still equals the ticket. The listener frees slots, and before
+/// it does anything long (write, sync, sleep) it calls [`Room::notify_fenced`]: SeqCst
+/// fence, then reads `sleepers`. By the two fences, either the listener sees the
+/// sleeper (and bumps `freed` after its frees, so the futex does not sleep or is woken)
+/// or the caller's retry sees the freed slots. The futex compares and sleeps
+/// atomically in the kernel, so a bump between the ticket and the sleep is not missed.
+///
+/// Costs the listener one load per check while nobody sleeps ([`Room::notify`] between
+/// fenced checks, for a prompt wake), and a `futex(FUTEX_WAKE)` per check while
+/// someone does. `futex(2)` is async-signal-safe (a plain syscall), so a signal handler
+/// may wait here too.
+#[derive(Debug, Default)]
+pub(crate) struct Room {
+    freed: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+impl Room {
+    /// Caller side: announces a sleep and returns the ticket to pass to
+    /// [`Room::wait`]. Try to claim again after this, then wait, then
+    /// [`Room::leave`].
+    pub(crate) fn enter(&self) -> u32 {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.freed.load(Ordering::Acquire)
+    }
+
+    /// Caller side: sleeps until the listener frees slots after the ticket was taken,
+    /// or `timeout` passes (or a signal interrupts the sleep).
+    pub(crate) fn wait(&self, ticket: u32, timeout: Duration) {
+        #[cfg(not(loom))]
+        {
+            let timeout = libc::timespec {
+                tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+                tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+            };
+            // SAFETY: FUTEX_WAIT on a live, aligned u32 of ours with a valid timeout;
+            // the kernel only reads both. Any result (woken, EAGAIN: already bumped,
+            // ETIMEDOUT, EINTR) sends the caller back to its claim.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.freed.as_ptr(),
+                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                    ticket,
+                    std::ptr::from_ref(&timeout),
+                )
+            };
+        }
+        #[cfg(loom)]
+        {
+            // The models check the ticket protocol itself (`Room::ticket_taken`); the
+            // kernel's compare-and-sleep is not modelled.
+            let _ = (ticket, timeout);
+            loom::thread::yield_now();
+        }
+    }
+
+    /// Whether some caller sleeps for room now (a caller about to spin for it had
+    /// better sleep too).
+    pub(crate) fn has_sleepers(&self) -> bool {
+        self.sleepers.load(Ordering::Relaxed) != 0
+    }
+
+    /// Caller side: done waiting (whatever the outcome).
+    pub(crate) fn leave(&self) {
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Listener side, between records: wakes the sleepers, if any, without a fence.
+    /// Cheap (one load) while nobody sleeps; a sleeper it misses is woken by the next
+    /// [`Room::notify_fenced`].
+    #[inline]
+    pub(crate) fn notify(&self) {
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake_all();
+        }
+    }
+
+    /// Listener side, after freeing slots and before anything that takes long (write,
+    /// sync, sleep, exit): wakes every sleeper that could have missed the frees.
+    pub(crate) fn notify_fenced(&self) {
+        fence(Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// Wakes everyone, sleeping or about to (the listener stops: nobody will free
+    /// slots any more, and they must not sleep out their timeout).
+    pub(crate) fn wake_all(&self) {
+        self.freed.fetch_add(1, Ordering::Release);
+        #[cfg(not(loom))]
+        // SAFETY: FUTEX_WAKE on a live, aligned u32 of ours; no other argument is read.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.freed.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                i32::MAX,
+            )
+        };
+    }
+
+    /// Whether a sleep on `ticket` would still sleep now (the models' check).
+    #[cfg(all(test, loom))]
+    pub(crate) fn ticket_taken(&self, ticket: u32) -> bool {
+        self.freed.load(Ordering::Acquire) == ticket
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -132,6 +249,38 @@ mod tests {
     }
 
     #[test]
+    fn the_listener_freeing_room_ends_a_block_callers_sleep() {
+        let room = std::sync::Arc::new(Room::default());
+        let ticket = room.enter();
+        let listener = std::sync::Arc::clone(&room);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            listener.notify_fenced();
+        });
+        let start = Instant::now();
+        room.wait(ticket, Duration::from_secs(30));
+        room.leave();
+        assert!(start.elapsed() < Duration::from_secs(20));
+        t.join().unwrap();
+        // Nobody sleeps now: a notify is one load, and bumps nothing.
+        let ticket = room.enter();
+        room.leave();
+        room.notify_fenced();
+        assert_eq!(room.freed.load(Ordering::Relaxed), ticket);
+    }
+
+    #[test]
+    fn a_sleep_on_a_stale_ticket_returns_at_once() {
+        let room = Room::default();
+        let ticket = room.enter();
+        room.wake_all(); // the listener freed room between the ticket and the sleep
+        let start = Instant::now();
+        room.wait(ticket, Duration::from_secs(30));
+        room.leave();
+        assert!(start.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
     fn awake_listener_is_not_signalled() {
         let waker = Waker::new().unwrap();
         waker.wake_if_sleeping(); // not sleeping: no write
@@ -145,5 +294,66 @@ mod tests {
             )
         };
         assert_eq!(n, -1, "eventfd must be empty");
+    }
+}
+
+/// loom model of [`Room`]: a Block-mode caller that decides to sleep is always woken.
+/// `RUSTFLAGS="--cfg loom" cargo test --release --lib room_loom`.
+#[cfg(all(test, loom))]
+mod room_loom {
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use super::Room;
+    use crate::ring::{Pop, Ring, MIN_SLOTS, SLOT_BYTES};
+
+    /// A payload that fills half of the smallest ring (the frame takes 8 bytes).
+    const HALF: usize = MIN_SLOTS / 2 * SLOT_BYTES - 8;
+
+    /// The ring is full; a caller tries to claim, announces its sleep, tries again and
+    /// would sleep on its ticket; the listener meanwhile frees a record and notifies.
+    /// In every interleaving, either the caller's second try finds the room or its
+    /// ticket is stale by the time the listener is done (the futex would not sleep,
+    /// or the wake that follows the bump ends the sleep).
+    #[test]
+    fn a_sleeper_for_room_is_never_missed() {
+        crate::ring_loom::model("a_sleeper_for_room_is_never_missed", || {
+            let ring = Arc::new(Ring::with_slots(MIN_SLOTS));
+            let room = Arc::new(Room::default());
+            for fill in [1u8, 2] {
+                let mut claim = ring.try_claim(HALF).expect("room to fill the ring");
+                claim.write(&[fill; HALF]);
+                claim.publish();
+            }
+            let caller = {
+                let (ring, room) = (Arc::clone(&ring), Arc::clone(&room));
+                thread::spawn(move || {
+                    if ring.try_claim(HALF).is_ok() {
+                        return None;
+                    }
+                    let ticket = room.enter();
+                    match ring.try_claim(HALF) {
+                        Ok(claim) => {
+                            claim.publish();
+                            room.leave();
+                            None
+                        }
+                        // Asleep on the futex: it leaves only once woken, after the
+                        // listener below is done.
+                        Err(reason) => Some((ticket, reason)),
+                    }
+                })
+            };
+            let mut consumer = ring.take_consumer().expect("the consumer");
+            let mut out = Vec::new();
+            assert_eq!(consumer.pop_into(&mut out), Pop::Record);
+            room.notify_fenced();
+            if let Some((ticket, reason)) = caller.join().unwrap() {
+                assert!(
+                    !room.ticket_taken(ticket),
+                    "the caller sleeps on ticket {ticket} ({reason:?}) nobody will bump: a lost wake-up"
+                );
+            }
+        });
     }
 }

@@ -34,6 +34,18 @@ pub(crate) struct Raw {
     pub(crate) target_is_callsite: bool,
 }
 
+/// Block mode: claims retried with a short pause before the caller sleeps on the
+/// listener's [`crate::wake::Room`] (a few microseconds in all).
+const BLOCK_SPINS: u32 = 16;
+
+/// `spin_loop` hints between two of those claims.
+const BLOCK_SPIN_PAUSES: u32 = 64;
+
+/// The longest one sleep for room lasts before the caller looks again whether the
+/// listener still runs and its own timeout has passed: the listener wakes sleepers
+/// whenever it frees slots and when it ends, so this is only a second line of defence.
+const MAX_ROOM_WAIT: Duration = Duration::from_millis(5);
+
 impl QueueHandler {
     /// Captures one record and queues it: lock-free, allocation-free, bounded (see
     /// the module docs of [`crate::handler`]). `message` formats the message into the
@@ -163,9 +175,15 @@ impl QueueHandler {
         };
         // `None` until the first failed claim; then `Some(None)` for no limit.
         let mut deadline: Option<Option<Instant>> = None;
+        let mut spins = 0;
+        // Block mode: the ticket of the sleep this caller announced (see `Room`).
+        let mut ticket: Option<u32> = None;
         loop {
             match shared.ring.try_claim_leaving(len, reserve) {
                 Ok(mut claim) => {
+                    if ticket.is_some() {
+                        shared.room.leave();
+                    }
                     claim.write(header.encode().get(..header.len()).unwrap_or_default());
                     claim.write(target.as_bytes());
                     claim.write(module.as_bytes());
@@ -199,9 +217,32 @@ impl QueueHandler {
                         let draining = shared.listener_running.load(Ordering::Acquire);
                         if in_time && draining && reason != ClaimError::Closed {
                             shared.waker.wake_if_sleeping();
-                            std::thread::sleep(Duration::from_micros(20));
+                            if spins < BLOCK_SPINS && !shared.room.has_sleepers() {
+                                // The listener frees slots as it reads: room is usually
+                                // a moment away. Not while others sleep for it already:
+                                // then spinning only takes a core from the listener.
+                                spins += 1;
+                                for _ in 0..BLOCK_SPIN_PAUSES {
+                                    std::hint::spin_loop();
+                                }
+                                continue;
+                            }
+                            match ticket.take() {
+                                // Announce the sleep, then try once more before it.
+                                None => ticket = Some(shared.room.enter()),
+                                Some(taken) => {
+                                    let left = until.map_or(MAX_ROOM_WAIT, |until| {
+                                        until.saturating_duration_since(now)
+                                    });
+                                    shared.room.wait(taken, left.min(MAX_ROOM_WAIT));
+                                    shared.room.leave();
+                                }
+                            }
                             continue;
                         }
+                    }
+                    if ticket.is_some() {
+                        shared.room.leave();
                     }
                     if !is_event {
                         // Span bookkeeping is not a record: its loss is counted apart (the

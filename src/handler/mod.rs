@@ -10,7 +10,8 @@
 //! 3. only async-signal-safe system calls (`clock_gettime`, `gettid` once per thread,
 //!    `write(2)` to wake a sleeping listener or, after a stop, `poll(2)` and `writev(2)`
 //!    to standard error; in a
-//!    forked child, `write(2)` of the line to the log file, see [`crate::fork`]).
+//!    forked child, `write(2)` of the line to the log file, see [`crate::fork`]; in
+//!    Block mode, `futex(2)` to wait for room, see [`crate::wake::Room`]).
 
 pub(crate) mod capture;
 pub(crate) mod clock;

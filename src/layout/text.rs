@@ -80,6 +80,10 @@ impl TextFormatter {
         out: &mut Vec<u8>,
     ) {
         let start = out.len();
+        // One reservation for the usual line (nothing to escape), not one per piece.
+        out.reserve(
+            64 + thread_name.map_or(0, str::len) + record.target.len() + record.message.len(),
+        );
         self.timestamp(record.timestamp_nanos, out);
         out.push(b' ');
         out.extend_from_slice(record::level_label(record::level_to_u8(record.level)));
@@ -109,10 +113,12 @@ impl TextFormatter {
         if record.fields_cut {
             out.extend_from_slice(b" [quelog: fields cut]");
         }
-        // Field and span text is copied as stored (the handler stores only UTF-8); a
-        // record that reached here with other bytes gets them replaced, as the message's.
+        // Everything is copied as stored (the handler stores only UTF-8) and checked
+        // here, once per line: a record that reached here with other bytes gets them
+        // replaced. Escaping first gives the same line as replacing first, since it
+        // only turns ASCII bytes into ASCII, and those always end an invalid sequence.
         if let Some(line) = out.get(start..) {
-            if std::str::from_utf8(line).is_err() {
+            if !direct::is_ascii(line) && std::str::from_utf8(line).is_err() {
                 let fixed = String::from_utf8_lossy(line).into_owned();
                 out.truncate(start);
                 out.extend_from_slice(fixed.as_bytes());
@@ -159,14 +165,10 @@ fn push_span_chain(spans: &mut Spans, id: u64, out: &mut Vec<u8>) {
 }
 
 /// Appends `bytes` escaped as [`crate::direct::push_escaped`] does (one helper for
-/// the listener's lines and the signal-safe ones), replacing invalid UTF-8 with U+FFFD
-/// first. The handler only ever stores valid UTF-8, so the check passes and the
-/// bytes are copied in runs.
-pub(crate) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
-    match std::str::from_utf8(bytes) {
-        Ok(_) => direct::push_escaped(out, bytes),
-        Err(_) => direct::push_escaped(out, String::from_utf8_lossy(bytes).as_bytes()),
-    }
+/// the listener's lines and the signal-safe ones). Invalid UTF-8 is left for
+/// [`TextFormatter::write`]'s one check of the whole line.
+fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    direct::push_escaped(out, bytes);
 }
 
 #[cfg(test)]

@@ -2,34 +2,69 @@
 //! call `thread::current()`).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+/// How long a name read from `/proc` is trusted: thread ids are reused.
+const NAME_TTL: Duration = Duration::from_secs(1);
 
 /// Thread names by kernel thread id, read from `/proc/self/task/<tid>/comm`. Entries
 /// expire after a second, since thread ids are reused.
 #[derive(Default)]
 pub(crate) struct ThreadNames {
-    names: HashMap<u32, (Option<String>, Instant)>,
+    names: HashMap<u32, (Option<Rc<str>>, Instant), BuildHasherDefault<TidHasher>>,
+    /// The last answer, until it expires: runs of records from one thread skip the
+    /// lookup.
+    last: Option<(u32, Instant, Option<Rc<str>>)>,
 }
 
 impl ThreadNames {
-    pub(crate) fn name(&mut self, thread_id: u32) -> Option<&str> {
-        let now = Instant::now();
+    /// The name of thread `thread_id` as of `now` (the listener passes the start of
+    /// its batch: one clock read per batch, not per record).
+    pub(crate) fn name(&mut self, thread_id: u32, now: Instant) -> Option<Rc<str>> {
+        if let Some((id, until, name)) = &self.last {
+            if *id == thread_id && now < *until {
+                return name.clone();
+            }
+        }
         let fresh = self
             .names
             .get(&thread_id)
-            .is_some_and(|(_, at)| now.duration_since(*at) < Duration::from_secs(1));
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) < NAME_TTL);
         if !fresh {
             if self.names.len() > 4096 {
                 self.names.clear();
             }
             let name = std::fs::read_to_string(format!("/proc/self/task/{thread_id}/comm"))
                 .ok()
-                .map(|s| s.trim_end().to_owned())
-                .filter(|s| !s.is_empty());
+                .map(|s| Rc::from(s.trim_end()))
+                .filter(|s: &Rc<str>| !s.is_empty());
             self.names.insert(thread_id, (name, now));
         }
-        self.names
-            .get(&thread_id)
-            .and_then(|(name, _)| name.as_deref())
+        let (name, at) = self.names.get(&thread_id)?;
+        self.last = Some((thread_id, *at + NAME_TTL, name.clone()));
+        name.clone()
+    }
+}
+
+/// A hasher for thread ids, looked up once per record: one multiply (Fibonacci
+/// hashing) instead of SipHash. The ids are the kernel's, not an attacker's.
+#[derive(Default)]
+pub(crate) struct TidHasher(u64);
+
+impl Hasher for TidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8 | u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.0 = u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }

@@ -21,6 +21,18 @@ use crate::stats::{Counters, Dropped};
 /// written when its producer's wake-up raced the listener falling asleep.
 const MAX_IDLE_SLEEP: Duration = Duration::from_millis(50);
 
+/// After catching up, the listener looks for records this many times, [`QUIET_POLL`]
+/// apart, before it sleeps until woken: about a millisecond in all.
+const QUIET_POLLS: u32 = 10;
+
+/// The pause between two of those looks.
+const QUIET_POLL: Duration = Duration::from_micros(100);
+
+/// While a Block-mode caller sleeps for room, the listener wakes it after every this
+/// many records it takes (each frees a slot or two): a `futex` call per so many records
+/// while someone waits, one load otherwise.
+const ROOM_NOTIFY_EVERY: usize = 32;
+
 /// The listener thread's body.
 pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerConfig) {
     mark_listener_thread();
@@ -42,6 +54,11 @@ pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerCon
             });
         sink_layout.push(index);
     }
+    // A layout that feeds one sink is laid out straight into that sink's buffer.
+    let layout_shared = sink_layout
+        .iter()
+        .map(|&layout| sink_layout.iter().filter(|&&l| l == layout).count() > 1)
+        .collect();
     let mut listener = Listener {
         shared: &shared,
         consumer,
@@ -49,7 +66,9 @@ pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerCon
         lines: vec![Vec::new(); specs.len()],
         layouts: specs.into_iter().map(Layout::new).collect(),
         sink_layout,
+        layout_shared,
         thread_names: ThreadNames::default(),
+        batch_started: Instant::now(),
         spans: Spans::default(),
         record: Vec::new(),
         message: Vec::new(),
@@ -60,6 +79,7 @@ pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerCon
         failure_since_ack: None,
         barrier_drops: Dropped::default(),
         last_sync: Instant::now(),
+        bytes_at_sync: 0,
         config,
     };
     if let Some(text) = &shared.startup_warning {
@@ -85,6 +105,8 @@ struct RunningFlag<'a>(&'a Shared);
 impl Drop for RunningFlag<'_> {
     fn drop(&mut self) {
         self.0.listener_running.store(false, Ordering::Release);
+        // Block-mode callers asleep for room: nobody will make any now.
+        self.0.room.wake_all();
         while let Ok(request) = self.0.control_rx.try_recv() {
             match request {
                 Control::Flush { ack, .. } | Control::Reopen { ack, .. } => {
@@ -105,7 +127,13 @@ pub(super) struct Listener<'a> {
     lines: Vec<Vec<u8>>,
     /// For each sink, the index of its layout.
     sink_layout: Vec<usize>,
+    /// For each sink, whether another sink has the same layout (then the line is
+    /// formatted once into `lines` and copied to each; else straight into the sink's
+    /// buffer).
+    layout_shared: Vec<bool>,
     thread_names: ThreadNames,
+    /// When the current batch started: the time thread names are fresh as of.
+    batch_started: Instant,
     /// The tracing spans alive, rebuilt from their bookkeeping records.
     spans: Spans,
     /// The record being decoded (reused).
@@ -124,6 +152,8 @@ pub(super) struct Listener<'a> {
     /// The drop counters the last answered barrier accounted for.
     pub(super) barrier_drops: Dropped,
     pub(super) last_sync: Instant,
+    /// [`Counters::bytes`] at the last sync: what group commit has not synced yet.
+    pub(super) bytes_at_sync: u64,
     pub(super) config: ListenerConfig,
 }
 
@@ -153,7 +183,9 @@ impl Listener<'_> {
     fn run(&mut self) {
         let mut stop_requested: Option<Instant> = None;
         let mut idle_sleep = Duration::from_millis(1);
+        let mut quiet_polls = 0;
         loop {
+            self.shared.ring.populate_ahead();
             while let Ok(request) = self.shared.control_rx.try_recv() {
                 match request {
                     Control::Flush { upto, dropped, ack } => {
@@ -198,7 +230,7 @@ impl Listener<'_> {
                 self.follow_detached();
             }
             self.write_all(false);
-            if self.barrier_due() || self.reopen_due() || self.sync_due(taken) {
+            if self.barrier_due() || self.reopen_due() || self.sync_due(taken, next) {
                 self.sync_all();
             }
             self.serve_reopens();
@@ -217,12 +249,22 @@ impl Listener<'_> {
 
             if taken > 0 {
                 idle_sleep = Duration::from_millis(1);
+                quiet_polls = 0;
                 continue;
             }
             if next == Pop::Pending {
                 // A producer is between claim and publish; it will be done in a moment
                 // unless a signal handler is running on it.
                 std::thread::sleep(Duration::from_micros(50));
+                continue;
+            }
+            if quiet_polls < QUIET_POLLS && self.shared.control_rx.is_empty() {
+                // Caught up with a stream of records: look again in a moment without
+                // announcing a sleep. An announced sleep makes the next log call pay a
+                // `write(2)` to wake us, and a listener that keeps catching up would
+                // have every call pay one.
+                quiet_polls += 1;
+                std::thread::sleep(QUIET_POLL);
                 continue;
             }
             let timeout = self.sleep_budget(idle_sleep);
@@ -274,8 +316,16 @@ impl Listener<'_> {
         };
         // Drops counted by now happened before the records that follow.
         self.drops_at_batch = self.shared.counters.dropped();
+        self.batch_started = Instant::now();
         let mut taken = 0;
-        while taken < limit {
+        let stopped = loop {
+            if taken >= limit {
+                break Pop::Record;
+            }
+            if taken % ROOM_NOTIFY_EVERY == ROOM_NOTIFY_EVERY - 1 {
+                // Block-mode callers asleep for room get it while the batch goes on.
+                self.shared.room.notify();
+            }
             match self.consumer.pop_into(&mut self.record) {
                 Pop::Record => {
                     taken += 1;
@@ -290,10 +340,12 @@ impl Listener<'_> {
                     Counters::add(&counters.lost, 1);
                     Counters::add(&counters.damaged, 1);
                 }
-                other => return (taken, other),
+                other => break other,
             }
-        }
-        (taken, Pop::Record)
+        };
+        // Before the write and sync (long): nobody asleep for room may miss these frees.
+        self.shared.room.notify_fenced();
+        (taken, stopped)
     }
 
     /// Formats the record in `self.record` once per layout some accepting sink uses,
@@ -314,7 +366,13 @@ impl Listener<'_> {
             line.clear();
         }
         let mut accepted = false;
-        for (slot, &layout) in self.sinks.iter_mut().zip(&self.sink_layout) {
+        let now = self.batch_started;
+        for ((slot, &layout), &shared) in self
+            .sinks
+            .iter_mut()
+            .zip(&self.sink_layout)
+            .zip(&self.layout_shared)
+        {
             if !slot.accepts(view.level) {
                 continue;
             }
@@ -323,11 +381,17 @@ impl Listener<'_> {
             else {
                 continue;
             };
-            if line.is_empty() {
-                let name = self.thread_names.name(view.thread_id);
-                formatter.write(&view, name, Some(&mut self.spans), line);
+            let name = self.thread_names.name(view.thread_id, now);
+            if !shared {
+                slot.push_record_with(|buffer| {
+                    formatter.write(&view, name.as_deref(), Some(&mut self.spans), buffer);
+                });
+            } else {
+                if line.is_empty() {
+                    formatter.write(&view, name.as_deref(), Some(&mut self.spans), line);
+                }
+                slot.push_record(line);
             }
-            slot.push_record(line);
             accepted = true;
         }
         if !accepted {

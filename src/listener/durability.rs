@@ -14,7 +14,15 @@ use super::drive::Listener;
 use super::outputs::Recovered;
 use super::SyncPolicy;
 use crate::error::Error;
+use crate::ring::Pop;
 use crate::stats::{Counters, Dropped};
+
+/// Group commit under load: the most bytes written before a sync while the ring still
+/// holds more. Small enough that the fsyncgate copy ([`super::outputs::MAX_KEPT_BYTES`])
+/// keeps all of them and the listener's memory stays near the ring's, large enough that
+/// a sync (about a millisecond here) is paid once per some 10,000 lines of 100 bytes,
+/// not once per `max_batch`.
+pub(super) const GROUP_COMMIT_BYTES: u64 = 1 << 20;
 
 /// A flush barrier waiting for the listener.
 pub(super) struct PendingFlush {
@@ -52,10 +60,25 @@ impl Listener<'_> {
         }
     }
 
-    /// Whether the sync policy asks for a sync now, after taking `taken` records.
-    pub(super) fn sync_due(&self, taken: usize) -> bool {
+    /// Whether the sync policy asks for a sync now, after taking `taken` records and
+    /// stopping at `next`. Group commit ([`SyncPolicy::EveryBatch`]) syncs once the
+    /// listener has caught up with the ring, or every [`GROUP_COMMIT_BYTES`] while it
+    /// has not: under load, a batch of `max_batch` records is written out as soon as
+    /// it is formatted, but one sync covers several.
+    pub(super) fn sync_due(&self, taken: usize, next: Pop) -> bool {
         match self.config.sync {
-            SyncPolicy::EveryRecord | SyncPolicy::EveryBatch => taken > 0,
+            SyncPolicy::EveryRecord => taken > 0,
+            SyncPolicy::EveryBatch => {
+                let caught_up = next != Pop::Record;
+                let unsynced = self
+                    .shared
+                    .counters
+                    .bytes
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    - self.bytes_at_sync;
+                self.sinks.iter().any(|s| s.is_dirty())
+                    && (caught_up || unsynced >= GROUP_COMMIT_BYTES)
+            }
             SyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
             SyncPolicy::Never => false,
         }
@@ -135,6 +158,11 @@ impl Listener<'_> {
             self.fail(failure);
         }
         self.last_sync = Instant::now();
+        self.bytes_at_sync = self
+            .shared
+            .counters
+            .bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Answers the flush barriers whose records have all been taken off the ring (and,

@@ -88,9 +88,10 @@ pub(crate) use durability::reason;
 pub enum SyncPolicy {
     /// Write and sync each record on its own: slowest, smallest loss window.
     EveryRecord,
-    /// Group commit: one sync per drained batch, however many records it holds (the
-    /// default). Under load a batch holds many records, so the cost per record falls
-    /// as the rate rises.
+    /// Group commit: one sync each time the listener has written everything queued,
+    /// however many records that is (the default). Under load that is many records,
+    /// so the cost per record falls as the rate rises; while the ring never empties,
+    /// one sync per 1 MiB written.
     #[default]
     EveryBatch,
     /// Sync at most once per interval, when something was written.
@@ -372,6 +373,8 @@ impl QueueListener {
         let shared = &*self.handler.shared;
         // Every claim lands before or after this: the listener's drain has an end.
         shared.ring.close();
+        // Block-mode callers asleep for room: they find the ring closed and drop.
+        shared.room.wake_all();
         let _ = shared.control_tx.send(Control::Stop);
         shared.waker.wake();
         if crate::handler::waiting_here_could_deadlock() {

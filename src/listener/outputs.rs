@@ -29,6 +29,10 @@ const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(10);
 /// the last good sync as lost instead of rewriting them.
 pub(crate) const MAX_KEPT_BYTES: usize = 16 << 20;
 
+/// Emptied buffers a sink keeps for reuse: enough for the batches between two syncs
+/// under load (1 MiB of batches of `max_batch` lines), not a whole 16 MiB.
+const MAX_SPARE_BUFFERS: usize = 4;
+
 /// A sink with its level filter, its layout, and what the listener tracks about it.
 pub(super) struct SinkSlot {
     pub(super) sink: Box<dyn Sink>,
@@ -39,7 +43,12 @@ pub(super) struct SinkSlot {
     /// Records in `buffer`.
     buffered: u64,
     /// Bytes written since the last good sync, to rewrite if the next sync fails.
-    kept: Vec<u8>,
+    kept: Vec<Vec<u8>>,
+    /// Bytes in `kept`.
+    kept_bytes: usize,
+    /// Emptied buffers from `kept`, reused for the next batches (no copy into `kept`,
+    /// no fresh pages per batch).
+    spare: Vec<Vec<u8>>,
     /// Records in `kept` that are not counted lost already (another sink failed them).
     kept_records: u64,
     /// `kept` holds everything written since the last good sync.
@@ -89,6 +98,8 @@ impl SinkSlot {
             buffer: Vec::new(),
             buffered: 0,
             kept: Vec::new(),
+            kept_bytes: 0,
+            spare: Vec::new(),
             kept_records: 0,
             kept_complete: true,
             dirty: false,
@@ -109,6 +120,12 @@ impl SinkSlot {
     /// Queues one record's line.
     pub(super) fn push_record(&mut self, line: &[u8]) {
         self.buffer.extend_from_slice(line);
+        self.buffered += 1;
+    }
+
+    /// Queues one record's line, laid out by `layout` straight into the buffer.
+    pub(super) fn push_record_with(&mut self, layout: impl FnOnce(&mut Vec<u8>)) {
+        layout(&mut self.buffer);
         self.buffered += 1;
     }
 
@@ -234,21 +251,31 @@ impl SinkSlot {
         self.kept_records = self.kept_records.saturating_sub(written.min(lost));
     }
 
-    /// Keeps what was written until it is synced (fsyncgate). Usually nothing is kept
-    /// yet, and the buffers just trade places.
+    /// Keeps what was written until it is synced (fsyncgate): the written buffer itself
+    /// joins the kept ones, and a spare one takes its place.
     fn keep_written(&mut self) {
         if !self.kept_complete {
             return;
         }
-        if self.kept.is_empty() {
-            std::mem::swap(&mut self.kept, &mut self.buffer);
-        } else {
-            self.kept.extend_from_slice(&self.buffer);
-        }
-        if self.kept.len() > MAX_KEPT_BYTES {
-            self.kept = Vec::new();
+        let next = self.spare.pop().unwrap_or_default();
+        let written = std::mem::replace(&mut self.buffer, next);
+        self.kept_bytes += written.len();
+        self.kept.push(written);
+        if self.kept_bytes > MAX_KEPT_BYTES {
+            self.recycle_kept();
             self.kept_complete = false;
         }
+    }
+
+    /// Empties the kept buffers into the spares (a few; the rest are freed).
+    fn recycle_kept(&mut self) {
+        for mut buffer in self.kept.drain(..) {
+            if self.spare.len() < MAX_SPARE_BUFFERS {
+                buffer.clear();
+                self.spare.push(buffer);
+            }
+        }
+        self.kept_bytes = 0;
     }
 
     fn clear_buffer(&mut self) {
@@ -280,11 +307,13 @@ impl SinkSlot {
     /// again. On failure the sink backs off, and its records count as lost to it.
     pub(super) fn recover_sync(&mut self, counters: &Counters, error: &io::Error) -> Recovered {
         let records = self.kept_records;
-        let bytes = self.kept.len();
+        let bytes = self.kept_bytes;
         let outcome = if self.kept_complete {
             guarded(counters, || self.sink.prepare_rewrite())
                 .and_then(|()| {
-                    let written = guarded(counters, || self.sink.write_batch(&self.kept));
+                    // Rare: one copy of it all, for one rewrite.
+                    let all = self.kept.concat();
+                    let written = guarded(counters, || self.sink.write_batch(&all));
                     if written.is_err() {
                         Counters::add(&counters.write_errors, 1);
                     }
@@ -330,7 +359,7 @@ impl SinkSlot {
 
     /// Forgets the bytes kept for a rewrite: synced, or beyond saving.
     fn forget_kept(&mut self) {
-        self.kept.clear();
+        self.recycle_kept();
         self.kept_records = 0;
         self.kept_complete = true;
     }

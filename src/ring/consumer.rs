@@ -185,7 +185,7 @@ impl Consumer<'_> {
         let mut next = None;
         let mut at = pos + 1;
         while at < end {
-            if ring.seq(at).load(Ordering::Acquire) == at + 1 {
+            if ring.load_seq(at, Ordering::Acquire) == at + 1 {
                 next = Some(at);
                 break;
             }

@@ -94,6 +94,11 @@ pub(crate) use readers::{CrashDrain, CrashNext, CrashRecord, PEEK_BYTES};
 /// Bytes of record data per slot: one cache line.
 pub(crate) const SLOT_BYTES: usize = 64;
 
+/// How far ahead of the producers the listener makes the ring's memory resident:
+/// some 65,000 records of two slots, tens of milliseconds of a burst.
+#[cfg(not(loom))]
+const POPULATE_AHEAD: usize = 8 << 20;
+
 /// How many times a producer retries a claim that lost a race to another producer
 /// before it drops the record. Each lost race means another producer succeeded, so the
 /// ring as a whole always progresses; this bounds the steps of one call.
@@ -134,6 +139,16 @@ const FRAME_CORRUPT: u32 = 1 << 31;
 #[repr(align(64))]
 struct Chunk([u8; SLOT_BYTES]);
 
+/// The slot bytes: under loom (whose cells track each access) a boxed slice; otherwise
+/// anonymous memory mapped for the ring, zero pages until first written.
+#[cfg(loom)]
+type Chunks = Box<[UnsafeCell<Chunk>]>;
+#[cfg(not(loom))]
+type Chunks = mapped::MappedChunks;
+
+#[cfg(not(loom))]
+mod mapped;
+
 /// Why a claim failed. Each is a reason a record is dropped and counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClaimError {
@@ -159,7 +174,7 @@ pub(crate) struct Ring {
     /// `CONSUMER_ACTIVE | CRASH_CLAIMED`: see the module docs.
     consuming: AtomicU64,
     seqs: Box<[AtomicU64]>,
-    chunks: Box<[UnsafeCell<Chunk>]>,
+    chunks: Chunks,
     mask: u64,
 }
 
@@ -175,11 +190,22 @@ impl Ring {
     /// [`MIN_SLOTS`]..=[`MAX_SLOTS`]; the builder validates user input before this.
     pub(crate) fn with_slots(slots: usize) -> Ring {
         let slots = slots.clamp(MIN_SLOTS, MAX_SLOTS).next_power_of_two();
-        // Every slot starts free for lap zero: seq == its own position.
-        let seqs = (0..slots as u64).map(AtomicU64::new).collect();
-        let chunks = (0..slots)
-            .map(|_| UnsafeCell::new(Chunk([0; SLOT_BYTES])))
-            .collect();
+        // Every slot starts free for lap zero: seq == its own position, which the
+        // stamps store as 0 (see `Ring::load_seq`).
+        #[cfg(not(loom))]
+        // SAFETY: zero is a valid `AtomicU64`, which is not zero-sized; `slots >=
+        // MIN_SLOTS`.
+        let (seqs, chunks) = (
+            unsafe { mapped::zeroed_slice(slots) },
+            Chunks::zeroed(slots),
+        );
+        #[cfg(loom)]
+        let (seqs, chunks) = (
+            (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            (0..slots)
+                .map(|_| UnsafeCell::new(Chunk([0; SLOT_BYTES])))
+                .collect(),
+        );
         Ring {
             tail: CachePadded(AtomicU64::new(0)),
             consumer_taken: AtomicBool::new(false),
@@ -190,6 +216,19 @@ impl Ring {
             mask: slots as u64 - 1,
         }
     }
+
+    /// Makes the slot memory the producers will reach next resident, a few MiB ahead
+    /// of `tail` (see `mapped::MappedChunks::populate_upto`); the listener calls it
+    /// between batches. Nothing to do after the first lap.
+    #[cfg(not(loom))]
+    pub(crate) fn populate_ahead(&self) {
+        let used = (self.tail().min(self.slots() as u64) as usize) * SLOT_BYTES;
+        self.chunks.populate_upto(used + POPULATE_AHEAD);
+    }
+
+    /// Under loom the slots are cells, nothing to populate.
+    #[cfg(loom)]
+    pub(crate) fn populate_ahead(&self) {}
 
     /// Number of slots.
     pub(crate) fn slots(&self) -> usize {
@@ -223,7 +262,20 @@ impl Ring {
         self.tail.load(Ordering::Relaxed) & CLOSED != 0
     }
 
-    fn seq(&self, pos: u64) -> &AtomicU64 {
+    /// The stamp (`seq`) of the slot at `pos`. Stored relative to the slot's index
+    /// (`seq - (pos & mask)`, wrapping), which every stamp of that slot is congruent to:
+    /// the initial stamps are then all zero, and the array comes from zeroed memory.
+    fn load_seq(&self, pos: u64, order: Ordering) -> u64 {
+        self.stamp(pos).load(order).wrapping_add(pos & self.mask)
+    }
+
+    /// Sets the stamp of the slot at `pos` to `seq` (see [`Ring::load_seq`]).
+    fn store_seq(&self, pos: u64, seq: u64, order: Ordering) {
+        self.stamp(pos)
+            .store(seq.wrapping_sub(pos & self.mask), order);
+    }
+
+    fn stamp(&self, pos: u64) -> &AtomicU64 {
         // SAFETY: `pos & mask` < seqs.len() because the length is `mask + 1`.
         unsafe { self.seqs.get_unchecked((pos & self.mask) as usize) }
     }
@@ -313,7 +365,7 @@ impl Ring {
             let guard = last + reserve;
             // Acquire pairs with the consumer's release when it freed `guard`: once we
             // see it free, the consumer is done reading every slot up to it.
-            let seq = self.seq(guard).load(Ordering::Acquire);
+            let seq = self.load_seq(guard, Ordering::Acquire);
             if seq == guard {
                 // Free for this lap. The CAS makes the claim exclusive: it succeeds only
                 // if nobody claimed from `tail` since we read it, and fails if the ring
@@ -378,7 +430,7 @@ impl Ring {
         let mut in_run = false;
         while pos < to {
             // Acquire pairs with the producer's release in `Claim::drop`.
-            if self.seq(pos).load(Ordering::Acquire) == pos + 1 {
+            if self.load_seq(pos, Ordering::Acquire) == pos + 1 {
                 let (len, flags) = self.read_frame(pos);
                 visit(pos, len, flags);
                 pos += len.div_ceil(SLOT_BYTES) as u64;
@@ -421,7 +473,7 @@ impl Ring {
     fn look(&self, pos: u64) -> Look {
         // Acquire pairs with the producer's release in `Claim::drop`: a published
         // record's bytes are visible once its stamp is.
-        if self.seq(pos).load(Ordering::Acquire) == pos + 1 {
+        if self.load_seq(pos, Ordering::Acquire) == pos + 1 {
             let (len, flags) = self.read_frame(pos);
             if flags & FRAME_CORRUPT != 0 {
                 return Look::Corrupt;
@@ -438,12 +490,13 @@ impl Ring {
     /// what a producer can write) and flags. Same ownership rule as `read_record`.
     fn read_frame(&self, pos: u64) -> (usize, u32) {
         let mut frame = [0u8; FRAME_BYTES];
-        let mut at = 0;
-        self.read_record(pos, 0, FRAME_BYTES, |bytes| {
-            if let Some(dst) = frame.get_mut(at..at + bytes.len()) {
-                dst.copy_from_slice(bytes);
+        // The frame lies at the start of the record's first slot, never split.
+        self.with_run(pos, 0, |src, available| {
+            if available >= FRAME_BYTES {
+                // SAFETY: the caller owns the published record (as in `read_record`),
+                // and its first slot holds at least the frame's bytes from `src`.
+                unsafe { std::ptr::copy_nonoverlapping(src, frame.as_mut_ptr(), FRAME_BYTES) };
             }
-            at += bytes.len();
         });
         let [l0, l1, l2, l3, f0, f1, f2, f3] = frame;
         let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
@@ -464,7 +517,7 @@ impl Ring {
     fn free_record(&self, pos: u64, slots: u64) {
         let lap = self.mask + 1;
         for slot in pos..pos + slots {
-            self.seq(slot).store(slot + lap, Ordering::Release);
+            self.store_seq(slot, slot + lap, Ordering::Release);
         }
     }
 }
@@ -527,8 +580,7 @@ impl Drop for Claim<'_> {
         // Release: the consumer's acquire load of this stamp makes every byte written
         // into the claim visible before it reads them.
         self.ring
-            .seq(self.pos)
-            .store(self.pos + 1, Ordering::Release);
+            .store_seq(self.pos, self.pos + 1, Ordering::Release);
     }
 }
 

@@ -1,0 +1,161 @@
+//! The ring's memory, resident only as it is used: the stamps in a zeroed allocation
+//! ([`zeroed_slice`]), the slot bytes in an anonymous private mapping of their own,
+//! page-aligned (every slot on its own cache line). Both are the kernel's zero pages
+//! until a record first reaches them, so a big ring costs RSS as it is used, not up
+//! front. The allocator cannot do this for the slots: a zeroed allocation aligned to
+//! 64 bytes is written with zeros, every page of it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{Chunk, SLOT_BYTES};
+use crate::sync::UnsafeCell;
+
+/// The most bytes one [`MappedChunks::populate_upto`] call makes resident: bounded
+/// work for the listener between two batches.
+const POPULATE_STEP: usize = 2 << 20;
+
+/// A boxed slice of `len` all-zero `T`s from the allocator's zeroed allocation: for a
+/// ring of any size that is fresh zero pages from the kernel, so its memory becomes
+/// resident only as records first reach it (a big ring costs RSS as it is used, not
+/// up front).
+///
+/// # Safety
+///
+/// All-zero bytes must be a valid `T`, and `T` must not be zero-sized; `len` must be
+/// at least 1.
+pub(super) unsafe fn zeroed_slice<T>(len: usize) -> Box<[T]> {
+    let Ok(layout) = std::alloc::Layout::array::<T>(len) else {
+        std::alloc::handle_alloc_error(std::alloc::Layout::new::<T>());
+    };
+    // SAFETY: the layout has a non-zero size (the caller's promise).
+    let memory = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if memory.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `memory` is a fresh allocation from the global allocator with the layout
+    // of `[T; len]`, which is what a boxed slice of that length frees with, and every
+    // element is initialised (all-zero bytes are a valid `T`, the caller's promise).
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(memory, len)) }
+}
+
+/// `len` zeroed chunks, unmapped on drop. Under Miri (which has no `mmap`) a boxed
+/// slice instead, freed as one.
+pub(super) struct MappedChunks {
+    chunks: std::ptr::NonNull<UnsafeCell<Chunk>>,
+    len: usize,
+    /// Bytes from the start already made resident by `populate_upto` (all of them
+    /// once the kernel refused).
+    populated: AtomicUsize,
+}
+
+impl MappedChunks {
+    /// `len` (at least 1) zeroed chunks. A failed mapping ends the process like a
+    /// failed allocation does.
+    pub(super) fn zeroed(len: usize) -> MappedChunks {
+        let bytes = len * SLOT_BYTES;
+        #[cfg(not(miri))]
+        {
+            // SAFETY: a new private anonymous mapping: no file, no address hint; the
+            // result is checked below.
+            let memory = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    bytes,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if memory != libc::MAP_FAILED {
+                if let Some(chunks) = std::ptr::NonNull::new(memory.cast()) {
+                    return MappedChunks {
+                        chunks,
+                        len,
+                        populated: AtomicUsize::new(0),
+                    };
+                }
+            }
+            let layout = std::alloc::Layout::array::<Chunk>(len)
+                .unwrap_or_else(|_| std::alloc::Layout::new::<Chunk>());
+            std::alloc::handle_alloc_error(layout)
+        }
+        #[cfg(miri)]
+        {
+            let _ = bytes;
+            let boxed: Box<[UnsafeCell<Chunk>]> = (0..len)
+                .map(|_| UnsafeCell::new(Chunk([0; SLOT_BYTES])))
+                .collect();
+            // SAFETY: `Box::into_raw` never returns null.
+            let chunks = unsafe { std::ptr::NonNull::new_unchecked(Box::into_raw(boxed)) };
+            MappedChunks {
+                chunks: chunks.cast(),
+                len,
+                populated: AtomicUsize::new(bytes),
+            }
+        }
+    }
+}
+
+impl MappedChunks {
+    /// Makes the pages of the first `upto` bytes resident (at most [`POPULATE_STEP`]
+    /// more per call) with `MADV_POPULATE_WRITE`, which faults them in without
+    /// touching their contents, so producers writing there meanwhile are unaffected.
+    /// The listener calls it ahead of the producers: they then never take the page
+    /// fault of a slot's first use (a microsecond or two, in the log call), while the
+    /// ring stays resident only as far as it is used. On a kernel without it (before
+    /// 5.14), producers take the faults.
+    pub(super) fn populate_upto(&self, upto: usize) {
+        let total = self.len * SLOT_BYTES;
+        let done = self.populated.load(Ordering::Relaxed);
+        let want = upto.min(total);
+        if done >= want {
+            return;
+        }
+        // A multiple of the page size from a page-aligned start, or the end.
+        let end = (done + POPULATE_STEP).min(total);
+        // SAFETY: advice on pages inside our own mapping (`done..end` lies within
+        // `total` bytes of it); MADV_POPULATE_WRITE never changes their contents.
+        let result = unsafe {
+            libc::madvise(
+                self.chunks.as_ptr().cast::<u8>().add(done).cast(),
+                end - done,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        let reached = if result == 0 { end } else { total };
+        self.populated.store(reached, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for MappedChunks {
+    type Target = [UnsafeCell<Chunk>];
+
+    fn deref(&self) -> &[UnsafeCell<Chunk>] {
+        // SAFETY: `chunks` points at `len` initialised chunks (zero pages are zero
+        // bytes, a valid `Chunk` inside its `repr(transparent)` cell) that live until
+        // drop; only shared references are handed out, and writes go through the
+        // cells.
+        unsafe { std::slice::from_raw_parts(self.chunks.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for MappedChunks {
+    fn drop(&mut self) {
+        #[cfg(not(miri))]
+        // SAFETY: unmaps exactly the mapping made in `zeroed`; nothing refers to it
+        // any more (we are being dropped).
+        unsafe {
+            libc::munmap(self.chunks.as_ptr().cast(), self.len * SLOT_BYTES)
+        };
+        #[cfg(miri)]
+        // SAFETY: `chunks` and `len` are the boxed slice `zeroed` leaked; nothing
+        // refers to it any more (we are being dropped).
+        drop(unsafe {
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                self.chunks.as_ptr(),
+                self.len,
+            ))
+        });
+    }
+}
