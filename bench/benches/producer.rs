@@ -19,7 +19,7 @@
 //! `enabled` (a record without arguments, the issue's 3-argument record, a record
 //! longer than one slot), `contended` (the 3-argument record from 2 threads at once,
 //! time per call on each), `clock` (what reading the time costs here), and
-//! `raw_macros` (quelog's own `quelog::info!`, behind the `raw-macros` feature).
+//! `raw_macros` (quelog's own `quelog::info!`).
 
 use std::hint::black_box;
 use std::io;
@@ -198,7 +198,6 @@ fn clock(c: &mut Criterion) {
     group.finish();
 }
 
-#[cfg(feature = "raw-macros")]
 fn raw_macros(c: &mut Criterion) {
     installed();
     let mut group = c.benchmark_group("raw_macros");
@@ -210,12 +209,6 @@ fn raw_macros(c: &mut Criterion) {
         })
     });
     group.finish();
-}
-
-#[cfg(not(feature = "raw-macros"))]
-fn raw_macros(_: &mut Criterion) {
-    // The raw-argument macros (issue 11 item 3) are benchmarked here with the
-    // `raw-macros` feature once they exist in quelog.
 }
 
 fn report(_: &mut Criterion) {

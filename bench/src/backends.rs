@@ -46,13 +46,17 @@ pub const BACKENDS: &[Backend] = &[
         setup: "quelog Overflow::Block, SyncPolicy::Never (stop still syncs)",
         run: quelog_block_nosync,
     },
-    // quelog's raw-argument macros (issue 11 item 3); the targets check picks this
-    // row up by its name.
-    #[cfg(feature = "raw-macros")]
+    // quelog's raw-argument macros (issue 11 item 3); the targets check picks these
+    // rows up by their names.
     Backend {
         name: "quelog-macro",
         setup: "quelog::info! (arguments captured raw, formatted on the listener), quelog defaults",
         run: quelog_macro,
+    },
+    Backend {
+        name: "quelog-macro-block",
+        setup: "quelog::info!, Overflow::Block (no timeout), group commit",
+        run: quelog_macro_block,
     },
     Backend {
         name: "spdlog-async",
@@ -101,12 +105,21 @@ fn log_record(i: u64) {
 // quelog
 
 fn quelog_run(ctx: &Ctx, name: &str, builder: quelog::Builder) -> io::Result<RunResult> {
+    quelog_run_with(ctx, name, builder, log_record)
+}
+
+fn quelog_run_with(
+    ctx: &Ctx,
+    name: &str,
+    builder: quelog::Builder,
+    record: fn(u64),
+) -> io::Result<RunResult> {
     let guard = builder
         .file(&ctx.path)
         .level(log::LevelFilter::Info)
         .install()
         .map_err(io::Error::other)?;
-    let produced = produce(ctx.threads, ctx.records, log_record);
+    let produced = produce(ctx.threads, ctx.records, record);
     // stop() drains, writes and syncs (every policy syncs at shutdown).
     let stats = guard.stop().map_err(io::Error::other)?;
     let synced = sync_file(&ctx.path)?;
@@ -119,21 +132,21 @@ fn quelog_default(ctx: &Ctx) -> io::Result<RunResult> {
     quelog_run(ctx, "quelog-default", quelog::Builder::new())
 }
 
-#[cfg(feature = "raw-macros")]
+/// The benchmark's record through quelog's own macro (raw arguments).
+#[inline(always)]
+fn macro_record(i: u64) {
+    quelog::info!("request {} handled in {} us by {}", i, i % 997, "worker-7");
+}
+
 fn quelog_macro(ctx: &Ctx) -> io::Result<RunResult> {
-    let guard = quelog::Builder::new()
-        .file(&ctx.path)
-        .level(log::LevelFilter::Info)
-        .install()
-        .map_err(io::Error::other)?;
-    let produced = produce(ctx.threads, ctx.records, |i| {
-        quelog::info!("request {} handled in {} us by {}", i, i % 997, "worker-7");
+    quelog_run_with(ctx, "quelog-macro", quelog::Builder::new(), macro_record)
+}
+
+fn quelog_macro_block(ctx: &Ctx) -> io::Result<RunResult> {
+    let builder = quelog::Builder::new().overflow(quelog::Overflow::Block {
+        timeout: Duration::MAX,
     });
-    let stats = guard.stop().map_err(io::Error::other)?;
-    let synced = sync_file(&ctx.path)?;
-    let mut result = summarize("quelog-macro", ctx.threads, produced, synced, ctx.timer_ns);
-    result.reported_dropped = Some(stats.dropped.total());
-    Ok(result)
+    quelog_run_with(ctx, "quelog-macro-block", builder, macro_record)
 }
 
 fn quelog_block(ctx: &Ctx) -> io::Result<RunResult> {
