@@ -111,20 +111,34 @@ impl Waker {
 /// No wake-up is lost. A caller [`Room::enter`]s (counts itself in `sleepers`, SeqCst
 /// fence, reads its ticket from `freed`), tries its claim once more, and only then
 /// sleeps while `freed` still equals the ticket. The listener frees slots, and before
-/// it does anything long (write, sync, sleep) it calls [`Room::notify_fenced`]: SeqCst
-/// fence, then reads `sleepers`. By the two fences, either the listener sees the
-/// sleeper (and bumps `freed` after its frees, so the futex does not sleep or is woken)
-/// or the caller's retry sees the freed slots. The futex compares and sleeps
+/// it does anything long (write, sync, sleep) it calls [`Room::notify_fenced_if`] or
+/// [`Room::notify_fenced`]: SeqCst fence, then reads `sleepers`. By the two fences,
+/// either the listener sees the sleeper (and bumps `freed` after its frees, now or
+/// once the ring is roomy, so the futex does not sleep or is woken) or the caller's
+/// retry sees the freed slots. The futex compares and sleeps
 /// atomically in the kernel, so a bump between the ticket and the sleep is not missed.
 ///
-/// Costs the listener one load per check while nobody sleeps ([`Room::notify`] between
-/// fenced checks, for a prompt wake), and a `futex(FUTEX_WAKE)` per check while
-/// someone does. `futex(2)` is async-signal-safe (a plain syscall), so a signal handler
+/// The listener wakes sleepers in bulk, once a good share of the ring is free
+/// ([`Room::notify_if`]), not for every few slots it frees: each wake-up costs it a
+/// `futex(FUTEX_WAKE)` and each caller a context switch, and callers woken for a slot
+/// or two fill it, sleep again, and on a machine with few cores take turns with the
+/// listener for the CPU it needs to drain. Woken in bulk, they fill the room in one
+/// go while the listener keeps its core, and most calls never wait at all. Before the
+/// listener stops draining (sync, sleep, exit) it wakes them whatever the room
+/// ([`Room::notify_fenced`]), so nobody sleeps while room sits unused for long.
+///
+/// Costs the listener one load per check while nobody sleeps. `futex(2)` is async-signal-safe (a plain syscall), so a signal handler
 /// may wait here too.
+///
+/// Before sleeping, one caller at a time may spin for room a moment
+/// ([`Room::start_spin`]), and only while nobody sleeps: the listener frees a slot
+/// every few hundred nanoseconds while it runs, but more callers spinning beside it
+/// than there are spare cores take the CPU it needs to free them.
 #[derive(Debug, Default)]
 pub(crate) struct Room {
     freed: AtomicU32,
     sleepers: AtomicU32,
+    spinning: AtomicBool,
 }
 
 impl Room {
@@ -168,10 +182,15 @@ impl Room {
         }
     }
 
-    /// Whether some caller sleeps for room now (a caller about to spin for it had
-    /// better sleep too).
-    pub(crate) fn has_sleepers(&self) -> bool {
-        self.sleepers.load(Ordering::Relaxed) != 0
+    /// Caller side: whether this caller may spin for room, as the only one, while
+    /// nobody sleeps for it. If so, [`Room::end_spin`] when done spinning.
+    pub(crate) fn start_spin(&self) -> bool {
+        self.sleepers.load(Ordering::Relaxed) == 0 && !self.spinning.swap(true, Ordering::Acquire)
+    }
+
+    /// Caller side: the spinner is done (claimed, or about to sleep or give up).
+    pub(crate) fn end_spin(&self) {
+        self.spinning.store(false, Ordering::Release);
     }
 
     /// Caller side: done waiting (whatever the outcome).
@@ -179,21 +198,30 @@ impl Room {
         self.sleepers.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Listener side, between records: wakes the sleepers, if any, without a fence.
-    /// Cheap (one load) while nobody sleeps; a sleeper it misses is woken by the next
-    /// [`Room::notify_fenced`].
+    /// Listener side, between records: wakes the sleepers, if any, once `roomy()` says
+    /// enough slots are free to be worth a wake-up; no fence. One load while nobody
+    /// sleeps. A sleeper it misses or leaves asleep is woken by a later notify: the
+    /// listener keeps draining, so the ring gets roomy, and whenever it stops draining
+    /// it calls [`Room::notify_fenced`].
     #[inline]
-    pub(crate) fn notify(&self) {
-        if self.sleepers.load(Ordering::Relaxed) != 0 {
+    pub(crate) fn notify_if(&self, roomy: impl FnOnce() -> bool) {
+        if self.sleepers.load(Ordering::Relaxed) != 0 && roomy() {
             self.wake_all();
         }
     }
 
-    /// Listener side, after freeing slots and before anything that takes long (write,
-    /// sync, sleep, exit): wakes every sleeper that could have missed the frees.
-    pub(crate) fn notify_fenced(&self) {
+    /// Listener side, after freeing slots and before a write while more records wait:
+    /// like [`Room::notify_if`], after the fence that pairs with [`Room::enter`]'s.
+    pub(crate) fn notify_fenced_if(&self, roomy: impl FnOnce() -> bool) {
         fence(Ordering::SeqCst);
-        self.notify();
+        self.notify_if(roomy);
+    }
+
+    /// Listener side, after freeing slots and before it stops draining for a while
+    /// (sync, sleep, exit): wakes every sleeper that could have missed the frees,
+    /// whatever the room.
+    pub(crate) fn notify_fenced(&self) {
+        self.notify_fenced_if(|| true);
     }
 
     /// Wakes everyone, sleeping or about to (the listener stops: nobody will free
@@ -267,6 +295,32 @@ mod tests {
         room.leave();
         room.notify_fenced();
         assert_eq!(room.freed.load(Ordering::Relaxed), ticket);
+    }
+
+    #[test]
+    fn sleepers_are_woken_only_once_the_ring_is_roomy() {
+        let room = Room::default();
+        let ticket = room.enter();
+        room.notify_fenced_if(|| false); // draining, not roomy yet: let it sleep
+        assert_eq!(room.freed.load(Ordering::Relaxed), ticket);
+        room.notify_if(|| true);
+        assert_ne!(room.freed.load(Ordering::Relaxed), ticket);
+        room.leave();
+        // Nobody sleeps: the room is not even looked at.
+        room.notify_if(|| unreachable!("looked at the room with nobody asleep"));
+    }
+
+    #[test]
+    fn one_caller_spins_for_room_at_a_time_and_none_while_others_sleep() {
+        let room = Room::default();
+        assert!(room.start_spin());
+        assert!(!room.start_spin(), "a second spinner");
+        room.end_spin();
+        let _ticket = room.enter();
+        assert!(!room.start_spin(), "spinning while a caller sleeps");
+        room.leave();
+        assert!(room.start_spin());
+        room.end_spin();
     }
 
     #[test]

@@ -176,11 +176,16 @@ impl QueueHandler {
         // `None` until the first failed claim; then `Some(None)` for no limit.
         let mut deadline: Option<Option<Instant>> = None;
         let mut spins = 0;
+        // Block mode: whether this caller is the one spinning for room (see `Room`).
+        let mut spinner = false;
         // Block mode: the ticket of the sleep this caller announced (see `Room`).
         let mut ticket: Option<u32> = None;
         loop {
             match shared.ring.try_claim_leaving(len, reserve) {
                 Ok(mut claim) => {
+                    if spinner {
+                        shared.room.end_spin();
+                    }
                     if ticket.is_some() {
                         shared.room.leave();
                     }
@@ -217,15 +222,20 @@ impl QueueHandler {
                         let draining = shared.listener_running.load(Ordering::Acquire);
                         if in_time && draining && reason != ClaimError::Closed {
                             shared.waker.wake_if_sleeping();
-                            if spins < BLOCK_SPINS && !shared.room.has_sleepers() {
+                            if spins < BLOCK_SPINS && (spinner || shared.room.start_spin()) {
                                 // The listener frees slots as it reads: room is usually
-                                // a moment away. Not while others sleep for it already:
-                                // then spinning only takes a core from the listener.
+                                // a moment away. One caller at a time, while nobody
+                                // sleeps: more only take a core from the listener.
+                                spinner = true;
                                 spins += 1;
                                 for _ in 0..BLOCK_SPIN_PAUSES {
                                     std::hint::spin_loop();
                                 }
                                 continue;
+                            }
+                            if spinner {
+                                spinner = false;
+                                shared.room.end_spin();
                             }
                             match ticket.take() {
                                 // Announce the sleep, then try once more before it.
@@ -240,6 +250,9 @@ impl QueueHandler {
                             }
                             continue;
                         }
+                    }
+                    if spinner {
+                        shared.room.end_spin();
                     }
                     if ticket.is_some() {
                         shared.room.leave();

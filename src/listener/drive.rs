@@ -28,10 +28,15 @@ const QUIET_POLLS: u32 = 10;
 /// The pause between two of those looks.
 const QUIET_POLL: Duration = Duration::from_micros(100);
 
-/// While a Block-mode caller sleeps for room, the listener wakes it after every this
-/// many records it takes (each frees a slot or two): a `futex` call per so many records
-/// while someone waits, one load otherwise.
+/// While a Block-mode caller sleeps for room, the listener looks whether to wake it
+/// after every this many records it takes (each frees a slot or two): a look at the
+/// free room per so many records while someone waits, one load otherwise.
 const ROOM_NOTIFY_EVERY: usize = 32;
+
+/// Block-mode callers asleep for room are woken, while the listener drains, once this
+/// part of the ring (one over it) is free beyond the severity reserve (see
+/// [`crate::wake::Room`] for why in bulk).
+const ROOM_WAKE_SHARE: usize = 8;
 
 /// The listener thread's body.
 pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerConfig) {
@@ -231,6 +236,8 @@ impl Listener<'_> {
             }
             self.write_all(false);
             if self.barrier_due() || self.reopen_due() || self.sync_due(taken, next) {
+                // A sync may take milliseconds: callers asleep for room use them.
+                self.shared.room.notify_fenced();
                 self.sync_all();
             }
             self.serve_reopens();
@@ -324,7 +331,7 @@ impl Listener<'_> {
             }
             if taken % ROOM_NOTIFY_EVERY == ROOM_NOTIFY_EVERY - 1 {
                 // Block-mode callers asleep for room get it while the batch goes on.
-                self.shared.room.notify();
+                self.shared.room.notify_if(|| self.roomy());
             }
             match self.consumer.pop_into(&mut self.record) {
                 Pop::Record => {
@@ -343,9 +350,18 @@ impl Listener<'_> {
                 other => break other,
             }
         };
-        // Before the write and sync (long): nobody asleep for room may miss these frees.
-        self.shared.room.notify_fenced();
+        // Before the write: nobody asleep for room may miss these frees. While more
+        // records wait, the listener goes on draining after the write and wakes them
+        // once the ring is roomy; else it stops draining and wakes them now.
+        let more = stopped == Pop::Record;
+        self.shared.room.notify_fenced_if(|| !more || self.roomy());
         (taken, stopped)
+    }
+
+    /// Whether the ring has room enough to wake Block-mode callers asleep for it.
+    fn roomy(&self) -> bool {
+        let wanted = self.shared.reserve_slots + self.shared.ring.slots() / ROOM_WAKE_SHARE;
+        self.consumer.free_slots() >= wanted
     }
 
     /// Formats the record in `self.record` once per layout some accepting sink uses,

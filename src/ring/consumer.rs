@@ -135,6 +135,12 @@ impl Consumer<'_> {
         self.head
     }
 
+    /// Slots neither claimed nor waiting to be read: the room a producer finds now.
+    pub(crate) fn free_slots(&self) -> usize {
+        let used = self.ring.tail().saturating_sub(self.head) as usize;
+        self.ring.slots().saturating_sub(used)
+    }
+
     /// Whether every claimed slot has been read.
     pub(crate) fn is_empty(&self) -> bool {
         self.ring.tail() == self.head
