@@ -297,12 +297,7 @@ fn same_lines_as_log_from_the_crash_drain() {
 
 /// Logs every case with the listener held, then faults: the crash drain writes them.
 fn crash_child(path: &Path) {
-    let limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: sets this process's core size limit from a live local.
-    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &limit) };
+    support::common::no_core_dumps();
     let guard = builder()
         .file(path)
         .drain_on_crash(true)

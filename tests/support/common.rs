@@ -65,3 +65,13 @@ impl quelog::Sink for Memory {
         Ok(())
     }
 }
+
+/// For a child that is about to crash on purpose: no core file.
+pub fn no_core_dumps() {
+    let limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: sets this process's core size limit from a live local.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &limit) };
+}
