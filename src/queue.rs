@@ -21,9 +21,11 @@ pub enum Overflow {
     #[default]
     Drop,
     /// An ordinary thread waits for room, up to `timeout`, then drops and counts.
-    /// It spins for a few microseconds, then sleeps on a futex the listener signals
-    /// as it frees slots (never a timed sleep-and-poll), so it resumes as soon as
-    /// there is room. It does not wait while no listener runs (before one starts,
+    /// One waiting thread at a time spins for a few microseconds (none while others
+    /// sleep); the others sleep on a futex the listener signals (never a timed
+    /// sleep-and-poll) once an eighth of the ring is free beyond the severity reserve,
+    /// or sooner when it stops draining to sync or sleep: woken in bulk, waiters fill
+    /// that room in one go, so few calls wait at all and the listener keeps its core. It does not wait while no listener runs (before one starts,
     /// after it stopped or died), and a stop wakes every waiter.
     ///
     /// A signal handler that interrupted ordinary code waits like any caller (the

@@ -35,7 +35,8 @@ pub(crate) struct Raw {
 }
 
 /// Block mode: claims retried with a short pause before the caller sleeps on the
-/// listener's [`crate::wake::Room`] (a few microseconds in all).
+/// listener's [`crate::wake::Room`] (a few microseconds in all), by one caller at a
+/// time.
 const BLOCK_SPINS: u32 = 16;
 
 /// `spin_loop` hints between two of those claims.
@@ -43,7 +44,8 @@ const BLOCK_SPIN_PAUSES: u32 = 64;
 
 /// The longest one sleep for room lasts before the caller looks again whether the
 /// listener still runs and its own timeout has passed: the listener wakes sleepers
-/// whenever it frees slots and when it ends, so this is only a second line of defence.
+/// once it freed room, before it syncs or sleeps, and when it ends, so this is only a
+/// second line of defence.
 const MAX_ROOM_WAIT: Duration = Duration::from_millis(5);
 
 impl QueueHandler {
