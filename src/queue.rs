@@ -25,7 +25,10 @@ pub enum Overflow {
     /// sleep); the others sleep on a futex the listener signals (never a timed
     /// sleep-and-poll) once an eighth of the ring is free beyond the severity reserve,
     /// or sooner when it stops draining to sync or sleep: woken in bulk, waiters fill
-    /// that room in one go, so few calls wait at all and the listener keeps its core. It does not wait while no listener runs (before one starts,
+    /// that room in one go, so few calls wait at all and the listener keeps its core.
+    /// Its ring is made resident at install, the whole capacity at once (a Drop-mode
+    /// ring becomes resident as records first reach it), so no log call takes the page
+    /// fault of a slot's first use. It does not wait while no listener runs (before one starts,
     /// after it stopped or died), and a stop wakes every waiter.
     ///
     /// A signal handler that interrupted ordinary code waits like any caller (the
@@ -217,6 +220,11 @@ impl Shared {
         config.validate()?;
         crate::handler::clock::init();
         let ring = Ring::with_slots(config.capacity.div_ceil(SLOT_BYTES));
+        if matches!(config.overflow, Overflow::Block { .. }) {
+            // Lossless callers wait for room and fill the ring: make it resident
+            // now rather than in their log calls, a page fault per 32 records.
+            ring.populate_all();
+        }
         let max_message = config.max_record.min(ring.max_payload());
         let reserve_slots = (ring.slots() as f64 * config.severity_reserve) as usize;
         let (control_tx, control_rx) = crossbeam_channel::unbounded();

@@ -128,6 +128,42 @@ impl MappedChunks {
     }
 }
 
+impl MappedChunks {
+    /// Makes every page resident now (see [`MappedChunks::populate_upto`]).
+    pub(super) fn populate_all(&self) {
+        let total = self.len * SLOT_BYTES;
+        while self.populated.load(Ordering::Relaxed) < total {
+            self.populate_upto(total);
+        }
+    }
+}
+
+/// Makes resident now the pages of the `len` bytes at `start`, memory of ours from
+/// the allocator (its first and last pages are mapped: they hold its first and last
+/// bytes), with `MADV_POPULATE_WRITE`, which leaves their contents alone. Best effort:
+/// on a kernel without it the first writes take the faults.
+pub(super) fn populate_bytes(start: *const u8, len: usize) {
+    if len == 0 || cfg!(miri) {
+        return;
+    }
+    // SAFETY: sysconf reads a constant.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|p| p.is_power_of_two())
+        .unwrap_or(4096);
+    let from = start as usize & !(page - 1);
+    let to = start as usize + len;
+    // SAFETY: advice on mapped pages of this process (see above); MADV_POPULATE_WRITE
+    // never changes their contents.
+    unsafe {
+        libc::madvise(
+            from as *mut libc::c_void,
+            to - from,
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
+}
+
 impl std::ops::Deref for MappedChunks {
     type Target = [UnsafeCell<Chunk>];
 
