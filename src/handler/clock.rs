@@ -37,9 +37,30 @@ static BASE_MONO: AtomicU64 = AtomicU64::new(0);
 static NS_PER_TICK: AtomicU64 = AtomicU64::new(0);
 static MEASURED_OVER: AtomicU64 = AtomicU64::new(0);
 
+/// A thread's reference for converting ticks, and the last tick it holds for: what
+/// [`wall_from_ticks`] needs for each record, so that a record within it costs a
+/// compare and a multiply-add (no atomics, no division).
+#[derive(Clone, Copy)]
+struct Reference {
+    ticks: u64,
+    /// Wall nanoseconds at `ticks`; 0 until taken.
+    wall: u64,
+    ns_per_tick: f64,
+    /// Records up to this tick are neither [`REFERENCE_NS`] newer than the reference
+    /// nor past the rate's measure ([`rate`]): they use the reference as it is.
+    valid_until: u64,
+}
+
+const NO_REFERENCE: Reference = Reference {
+    ticks: 0,
+    wall: 0,
+    ns_per_tick: 0.0,
+    valid_until: 0,
+};
+
 thread_local! {
-    /// This thread's reference: (ticks, wall nanoseconds), (0, 0) until taken.
-    static REFERENCE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// This thread's reference, [`NO_REFERENCE`] until taken.
+    static REFERENCE: Cell<Reference> = const { Cell::new(NO_REFERENCE) };
 }
 
 /// Chooses the clock, once per process (every queue calls it when it is built, so it
@@ -73,21 +94,45 @@ pub(crate) fn stamp() -> (u64, bool) {
 
 /// Wall-clock nanoseconds for `ticks` of a record stamped on this process's TSC.
 pub(crate) fn wall_from_ticks(ticks: u64) -> u64 {
+    let mut reference = REFERENCE.try_with(Cell::get).unwrap_or(NO_REFERENCE);
+    if reference.wall == 0 || ticks > reference.valid_until {
+        reference = renewed(reference, ticks);
+        let _ = REFERENCE.try_with(|r| r.set(reference));
+    }
+    let offset = (ticks as f64 - reference.ticks as f64) * reference.ns_per_tick;
+    (reference.wall as f64 + offset).max(0.0) as u64
+}
+
+/// The reference for a record at `ticks` past `reference`'s validity: the rate checked
+/// (re-measured if need be), and a new reference taken if the record is more than
+/// [`REFERENCE_NS`] newer than the old one (or there was none).
+#[cold]
+fn renewed(reference: Reference, ticks: u64) -> Reference {
     let ns_per_tick = rate(ticks);
-    let (mut ref_ticks, mut ref_wall) = REFERENCE.try_with(Cell::get).unwrap_or((0, 0));
+    let (mut ref_ticks, mut ref_wall) = (reference.ticks, reference.wall);
     let newer = (ticks as f64 - ref_ticks as f64) * ns_per_tick;
     if ref_wall == 0 || newer > REFERENCE_NS {
         (ref_ticks, ref_wall) = (read_tsc(), clock_nanos(libc::CLOCK_REALTIME));
-        let _ = REFERENCE.try_with(|r| r.set((ref_ticks, ref_wall)));
     }
-    let offset = (ticks as f64 - ref_ticks as f64) * ns_per_tick;
-    (ref_wall as f64 + offset).max(0.0) as u64
+    // The rate holds while the process's age stays under twice its measure (`rate`).
+    let measured_over = MEASURED_OVER.load(Ordering::Relaxed) as f64;
+    let rate_until = BASE_TICKS
+        .load(Ordering::Relaxed)
+        .saturating_add((2.0 * measured_over / ns_per_tick) as u64);
+    let reference_until = ref_ticks.saturating_add((REFERENCE_NS / ns_per_tick) as u64);
+    Reference {
+        ticks: ref_ticks,
+        wall: ref_wall,
+        ns_per_tick,
+        // One tick short of each bound, so that rounding can only renew early.
+        valid_until: rate_until.min(reference_until).saturating_sub(1),
+    }
 }
 
 /// Forgets this thread's reference: the crash drain takes a fresh one (it may have
 /// interrupted this thread while it was updating it).
 pub(crate) fn reset_reference() {
-    let _ = REFERENCE.try_with(|r| r.set((0, 0)));
+    let _ = REFERENCE.try_with(|r| r.set(NO_REFERENCE));
 }
 
 /// Nanoseconds per tick, measured over the process's life so far (at least
