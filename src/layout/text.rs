@@ -30,7 +30,17 @@ pub(crate) struct TextFormatter {
     cached_prefix: String,
     /// "Z" or "+01:00" for `cached_second`.
     cached_offset: String,
+    /// The start of the last line, up to the span chain or the target
+    /// (`2026-11-22T04:14:35.123456Z  INFO [worker-1/4242] `), kept while its second,
+    /// level, thread id ([`HeadKey`]) and thread name stay: a run of lines from one
+    /// thread copies it and rewrites the six digits of the microseconds.
+    head: Vec<u8>,
+    head_key: Option<HeadKey>,
+    head_name: Option<String>,
 }
+
+/// What [`TextFormatter`]'s cached line start is for: second, level, thread id.
+type HeadKey = (u64, u8, u32);
 
 impl TextFormatter {
     pub(crate) fn new(local_time: bool) -> TextFormatter {
@@ -39,7 +49,51 @@ impl TextFormatter {
             cached_second: None,
             cached_prefix: String::new(),
             cached_offset: String::new(),
+            head: Vec::new(),
+            head_key: None,
+            head_name: None,
         }
+    }
+
+    /// Appends the start of the line (timestamp, level, thread) for `record`.
+    fn push_head(&mut self, record: &RecordView<'_>, thread_name: Option<&str>, out: &mut Vec<u8>) {
+        let nanos = record.timestamp_nanos;
+        let level = record::level_to_u8(record.level);
+        let key = (nanos / 1_000_000_000, level, record.thread_id);
+        if self.head_key == Some(key) && self.head_name.as_deref() == thread_name {
+            // Same second: only the microseconds differ, right after "HH:MM:SS.".
+            let at = self.cached_prefix.len() + 1;
+            if let Some(digits) = self.head.get_mut(at..at + 6) {
+                let mut micros = (nanos % 1_000_000_000) / 1_000;
+                for digit in digits.iter_mut().rev() {
+                    *digit = b'0' + (micros % 10) as u8;
+                    micros /= 10;
+                }
+            }
+        } else {
+            let mut head = std::mem::take(&mut self.head);
+            head.clear();
+            self.timestamp(nanos, &mut head);
+            head.push(b' ');
+            head.extend_from_slice(record::level_label(level));
+            head.extend_from_slice(b" [");
+            if let Some(name) = thread_name {
+                push_escaped(&mut head, name.as_bytes());
+                head.push(b'/');
+            }
+            push_decimal(&mut head, u64::from(record.thread_id), 1);
+            head.extend_from_slice(b"] ");
+            self.head = head;
+            self.head_key = Some(key);
+            match (&mut self.head_name, thread_name) {
+                (Some(kept), Some(name)) => {
+                    kept.clear();
+                    kept.push_str(name);
+                }
+                (kept, name) => *kept = name.map(str::to_owned),
+            }
+        }
+        out.extend_from_slice(&self.head);
     }
 
     fn timestamp(&mut self, nanos: u64, out: &mut Vec<u8>) {
@@ -84,16 +138,7 @@ impl TextFormatter {
         out.reserve(
             64 + thread_name.map_or(0, str::len) + record.target.len() + record.message.len(),
         );
-        self.timestamp(record.timestamp_nanos, out);
-        out.push(b' ');
-        out.extend_from_slice(record::level_label(record::level_to_u8(record.level)));
-        out.extend_from_slice(b" [");
-        if let Some(name) = thread_name {
-            push_escaped(out, name.as_bytes());
-            out.push(b'/');
-        }
-        push_decimal(out, u64::from(record.thread_id), 1);
-        out.extend_from_slice(b"] ");
+        self.push_head(record, thread_name, out);
         if let (Some(spans), Some(id)) = (spans, Spans::context_of(record)) {
             push_span_chain(spans, id, out);
         }
@@ -251,6 +296,37 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("2023-11-14T22:13:20.000007Z"));
         assert!(text.contains("\n2023-11-14T22:13:21.000000Z"));
+    }
+
+    #[test]
+    fn the_kept_line_start_follows_time_level_and_thread() {
+        // One formatter through a run of records that each change one part of the
+        // line start, against a fresh formatter (nothing kept) for each.
+        let mut kept = TextFormatter::new(false);
+        let mut record = view(b"m");
+        let steps: [(u64, log::Level, u32, Option<&str>); 8] = [
+            (1_700_000_000_123_456_789, log::Level::Info, 7, Some("a")),
+            (1_700_000_000_999_999_000, log::Level::Info, 7, Some("a")),
+            (1_700_000_000_000_001_000, log::Level::Warn, 7, Some("a")),
+            (1_700_000_000_000_001_000, log::Level::Warn, 8, Some("a")),
+            (1_700_000_000_000_001_000, log::Level::Warn, 8, Some("b")),
+            (1_700_000_000_000_001_000, log::Level::Warn, 8, None),
+            (1_700_000_000_000_001_000, log::Level::Warn, 8, Some("b\n")),
+            (1_700_000_001_000_001_000, log::Level::Warn, 8, Some("b\n")),
+        ];
+        for (nanos, level, thread_id, name) in steps {
+            record.timestamp_nanos = nanos;
+            record.level = level;
+            record.thread_id = thread_id;
+            let mut out = Vec::new();
+            kept.write(&record, name, None, &mut out);
+            let mut fresh = Vec::new();
+            TextFormatter::new(false).write(&record, name, None, &mut fresh);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(fresh).unwrap()
+            );
+        }
     }
 
     #[test]

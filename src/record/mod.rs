@@ -221,7 +221,11 @@ pub(crate) fn decode_rendering<'a>(
         let found = callsite::lookup(index)?;
         decoding.message.clear();
         let section = parts.message.get(args::CALLSITE_BYTES..)?;
-        rendered = Some(args::render(found.format(), section, &mut decoding.message)?);
+        rendered = Some(args::render(
+            found.format(),
+            section,
+            &mut decoding.message,
+        )?);
         site = Some(found);
     }
     // Everything `decoding` keeps is set: from here on it is only read.
@@ -333,6 +337,17 @@ mod tests {
     use super::*;
 
     fn record(target: &str, module: &str, file: &str, message: &str, flags: u8) -> Vec<u8> {
+        let parts = [target, module, file, message].map(str::as_bytes);
+        record_bytes(parts[0], parts[1], parts[2], parts[3], flags)
+    }
+
+    fn record_bytes(
+        target: &[u8],
+        module: &[u8],
+        file: &[u8],
+        message: &[u8],
+        flags: u8,
+    ) -> Vec<u8> {
         let header = Header {
             timestamp_nanos: 1_700_000_000_123_456_789,
             thread_id: 42,
@@ -350,7 +365,7 @@ mod tests {
         };
         let mut bytes = header.encode()[..header.len()].to_vec();
         for part in [target, module, file, message] {
-            bytes.extend_from_slice(part.as_bytes());
+            bytes.extend_from_slice(part);
         }
         bytes
     }
@@ -404,6 +419,48 @@ mod tests {
     fn every_level_round_trips() {
         for level in log::Level::iter() {
             assert_eq!(level_from_u8(level_to_u8(level)), level);
+        }
+    }
+
+    #[test]
+    fn repeated_names_are_read_as_stored_and_changed_ones_checked_again() {
+        let mut decoding = Decoding::default();
+        let steps: [(&[u8], &[u8], &[u8]); 6] = [
+            (b"app::aa", b"app::aa::m", b"src/a.rs"),
+            (b"app::aa", b"app::aa::m", b"src/a.rs"),
+            // Same lengths, other bytes.
+            (b"app::bb", b"app::bb::m", b"src/b.rs"),
+            (b"", b"", b""),
+            (b"app::bb", b"app::bb::m", b"src/b.rs"),
+            (b"\xc3\xa9t\xc3\xa9", b"m\xc3\xa9", b"f\xc3\xa9"),
+        ];
+        for (target, module, file) in steps {
+            let bytes = record_bytes(target, module, file, b"msg", 0);
+            let view = decode_rendering(&bytes, &mut decoding).unwrap();
+            let expected = decode(&bytes).unwrap();
+            assert_eq!(view.target.as_bytes(), target);
+            assert_eq!(view.module_path, expected.module_path);
+            assert_eq!(view.file, expected.file);
+            assert_eq!(view.message, b"msg");
+        }
+    }
+
+    #[test]
+    fn damaged_names_are_refused_even_right_after_good_ones() {
+        let mut decoding = Decoding::default();
+        let good = record_bytes(b"app::\xc3\xa9", b"mod", b"file.rs", b"m", 0);
+        assert!(decode_rendering(&good, &mut decoding).is_some());
+        // The same length, one byte damaged, in each name.
+        for (target, module, file) in [
+            (&b"app::\xc3\xc3"[..], &b"mod"[..], &b"file.rs"[..]),
+            (b"app::\xc3\xa9", b"mo\xff", b"file.rs"),
+            (b"app::\xc3\xa9", b"mod", b"file.r\x80"),
+        ] {
+            let bad = record_bytes(target, module, file, b"m", 0);
+            assert!(decode_rendering(&bad, &mut decoding).is_none());
+            assert!(decode(&bad).is_none());
+            // And the good one still reads after it.
+            assert!(decode_rendering(&good, &mut decoding).is_some());
         }
     }
 
