@@ -149,12 +149,74 @@ pub(crate) fn push_escaped<O: Out + ?Sized>(out: &mut O, bytes: &[u8]) {
 }
 
 /// The index of the first byte at or after `from` that needs escaping (a control
-/// character or DEL), testing eight bytes at a time; the last few are padded with
-/// spaces to a word.
+/// character or DEL), testing sixteen bytes at a time where the target has SSE2 (every
+/// x86-64) and eight at a time otherwise.
 fn find_escape(bytes: &[u8], from: usize) -> Option<usize> {
     let rest = bytes.get(from..)?;
+    #[cfg(target_arch = "x86_64")]
+    if rest.len() >= 16 {
+        return find_escape_16(rest).map(|at| from + at);
+    }
+    find_escape_8(rest).map(|at| from + at)
+}
+
+/// [`find_escape`] for at least sixteen bytes: the last sixteen are read overlapping
+/// the ones already found clean, so a flag there is a byte of the tail.
+#[cfg(target_arch = "x86_64")]
+fn find_escape_16(rest: &[u8]) -> Option<usize> {
+    let mut offset = 0;
+    while let Some(chunk) = rest.get(offset..).and_then(<[u8]>::first_chunk::<16>) {
+        let mask = escape_mask_16(chunk);
+        if mask != 0 {
+            return Some(offset + mask.trailing_zeros() as usize);
+        }
+        offset += 16;
+    }
+    let tail = rest.len() - offset;
+    if tail == 0 {
+        return None;
+    }
+    let last = rest.last_chunk::<16>()?;
+    let mask = escape_mask_16(last) >> (16 - tail);
+    (mask != 0).then(|| offset + mask.trailing_zeros() as usize)
+}
+
+/// One bit per byte of `chunk` (bit `i` for byte `i`) that is below 0x20 or DEL: two
+/// SSE2 compares and one `pmovmskb` (a plain loop is not vectorized that well).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn escape_mask_16(chunk: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_set_epi64x,
+    };
+    let [lo, hi] = split_16(chunk);
+    // SAFETY: SSE2 is part of the x86-64 baseline (every x86-64 CPU has it, and the
+    // target enables it); these intrinsics only compute on values, no memory access.
+    let mask = unsafe {
+        let bytes = _mm_set_epi64x(hi as i64, lo as i64);
+        // Unsigned `byte <= 0x1f` as `min(byte, 0x1f) == byte`.
+        let control = _mm_cmpeq_epi8(_mm_min_epu8(bytes, _mm_set1_epi8(0x1f)), bytes);
+        let del = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(0x7f));
+        _mm_movemask_epi8(_mm_or_si128(control, del))
+    };
+    mask as u32
+}
+
+/// The two little-endian words of sixteen bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn split_16(chunk: &[u8; 16]) -> [u64; 2] {
+    let (lo, hi) = chunk.split_at(8);
+    let word = |half: &[u8]| u64::from_le_bytes(half.try_into().unwrap_or([0; 8]));
+    [word(lo), word(hi)]
+}
+
+/// [`find_escape`] eight bytes at a time; the last few are read overlapping the
+/// words already found clean.
+fn find_escape_8(rest: &[u8]) -> Option<usize> {
     let mut words = rest.chunks_exact(8);
-    let mut offset = from;
+    let mut offset = 0;
     for word in words.by_ref() {
         let mut eight = [0u8; 8];
         eight.copy_from_slice(word);
