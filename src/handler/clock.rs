@@ -46,6 +46,9 @@ struct Reference {
     /// Wall nanoseconds at `ticks`; 0 until taken.
     wall: u64,
     ns_per_tick: f64,
+    /// `ns_per_tick` in fixed point, 32 fraction bits: records after the reference
+    /// convert with an integer multiply.
+    ns_per_tick_fixed: u64,
     /// Records up to this tick are neither [`REFERENCE_NS`] newer than the reference
     /// nor past the rate's measure ([`rate`]): they use the reference as it is.
     valid_until: u64,
@@ -55,6 +58,7 @@ const NO_REFERENCE: Reference = Reference {
     ticks: 0,
     wall: 0,
     ns_per_tick: 0.0,
+    ns_per_tick_fixed: 0,
     valid_until: 0,
 };
 
@@ -99,8 +103,36 @@ pub(crate) fn wall_from_ticks(ticks: u64) -> u64 {
         reference = renewed(reference, ticks);
         let _ = REFERENCE.try_with(|r| r.set(reference));
     }
-    let offset = (ticks as f64 - reference.ticks as f64) * reference.ns_per_tick;
-    (reference.wall as f64 + offset).max(0.0) as u64
+    reference.convert(ticks)
+}
+
+impl Reference {
+    fn new(ticks: u64, wall: u64, ns_per_tick: f64, valid_until: u64) -> Reference {
+        Reference {
+            ticks,
+            wall,
+            ns_per_tick,
+            ns_per_tick_fixed: (ns_per_tick * (1u64 << 32) as f64) as u64,
+            valid_until,
+        }
+    }
+
+    /// Wall nanoseconds at `ticks`, by this reference.
+    fn convert(&self, ticks: u64) -> u64 {
+        match ticks.checked_sub(self.ticks) {
+            // Up to `valid_until` in the usual case; u128 holds any product anyway.
+            Some(after) => {
+                let offset = (u128::from(after) * u128::from(self.ns_per_tick_fixed)) >> 32;
+                self.wall
+                    .saturating_add(offset.min(u128::from(u64::MAX)) as u64)
+            }
+            // A backlog record, older than the reference.
+            None => {
+                let offset = (ticks as f64 - self.ticks as f64) * self.ns_per_tick;
+                (self.wall as f64 + offset).max(0.0) as u64
+            }
+        }
+    }
 }
 
 /// The reference for a record at `ticks` past `reference`'s validity: the rate checked
@@ -120,13 +152,9 @@ fn renewed(reference: Reference, ticks: u64) -> Reference {
         .load(Ordering::Relaxed)
         .saturating_add((2.0 * measured_over / ns_per_tick) as u64);
     let reference_until = ref_ticks.saturating_add((REFERENCE_NS / ns_per_tick) as u64);
-    Reference {
-        ticks: ref_ticks,
-        wall: ref_wall,
-        ns_per_tick,
-        // One tick short of each bound, so that rounding can only renew early.
-        valid_until: rate_until.min(reference_until).saturating_sub(1),
-    }
+    // One tick short of each bound, so that rounding can only renew early.
+    let valid_until = rate_until.min(reference_until).saturating_sub(1);
+    Reference::new(ref_ticks, ref_wall, ns_per_tick, valid_until)
 }
 
 /// Forgets this thread's reference: the crash drain takes a fresh one (it may have
@@ -192,6 +220,27 @@ fn read_tsc() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_after_the_reference_convert_exactly_in_fixed_point() {
+        let wall = 1_700_000_000_123_456_789;
+        for ns_per_tick in [0.25, 0.333_333_333, 0.417_1, 1.0, 2.5] {
+            let reference = Reference::new(1_000_000, wall, ns_per_tick, u64::MAX);
+            for after in [0u64, 1, 3, 1_000, 123_457, 2_700_000, 4_000_000] {
+                let exact = wall as f64 + after as f64 * ns_per_tick;
+                let converted = reference.convert(1_000_000 + after);
+                // Within a nanosecond (the fixed point's rounding), never after.
+                assert!(
+                    (exact - converted as f64) < 1.5 && converted as f64 <= exact + 0.5,
+                    "{ns_per_tick} ns/tick, {after} ticks: {converted} vs {exact}"
+                );
+            }
+            // Older than the reference: the float formula, as before (an f64 holds
+            // today's wall nanoseconds to 256 ns).
+            let back = wall - (1_000_000.0 * ns_per_tick) as u64;
+            assert!(reference.convert(0).abs_diff(back) <= 256);
+        }
+    }
 
     #[test]
     fn ticks_convert_to_the_wall_clock() {

@@ -384,11 +384,11 @@ impl Listener<'_> {
             let name = self.thread_names.name(view.thread_id, now);
             if !shared {
                 slot.push_record_with(|buffer| {
-                    formatter.write(&view, name.as_deref(), Some(&mut self.spans), buffer);
+                    formatter.write(&view, name, Some(&mut self.spans), buffer);
                 });
             } else {
                 if line.is_empty() {
-                    formatter.write(&view, name.as_deref(), Some(&mut self.spans), line);
+                    formatter.write(&view, name, Some(&mut self.spans), line);
                 }
                 slot.push_record(line);
             }
