@@ -45,9 +45,8 @@ struct Reference {
     ticks: u64,
     /// Wall nanoseconds at `ticks`; 0 until taken.
     wall: u64,
-    ns_per_tick: f64,
-    /// `ns_per_tick` in fixed point, 32 fraction bits: records after the reference
-    /// convert with an integer multiply.
+    /// Nanoseconds per tick in fixed point, 32 fraction bits: a record converts with
+    /// an integer multiply.
     ns_per_tick_fixed: u64,
     /// Records up to this tick are neither [`REFERENCE_NS`] newer than the reference
     /// nor past the rate's measure ([`rate`]): they use the reference as it is.
@@ -57,7 +56,6 @@ struct Reference {
 const NO_REFERENCE: Reference = Reference {
     ticks: 0,
     wall: 0,
-    ns_per_tick: 0.0,
     ns_per_tick_fixed: 0,
     valid_until: 0,
 };
@@ -111,27 +109,22 @@ impl Reference {
         Reference {
             ticks,
             wall,
-            ns_per_tick,
             ns_per_tick_fixed: (ns_per_tick * (1u64 << 32) as f64) as u64,
             valid_until,
         }
     }
 
-    /// Wall nanoseconds at `ticks`, by this reference.
+    /// Wall nanoseconds at `ticks`, by this reference: records after it (the usual
+    /// case under load) and before it (a backlog, drained after the reference was
+    /// taken) alike, in integers. u128 holds any product.
     fn convert(&self, ticks: u64) -> u64 {
-        match ticks.checked_sub(self.ticks) {
-            // Up to `valid_until` in the usual case; u128 holds any product anyway.
-            Some(after) => {
-                let offset = (u128::from(after) * u128::from(self.ns_per_tick_fixed)) >> 32;
-                self.wall
-                    .saturating_add(offset.min(u128::from(u64::MAX)) as u64)
-            }
-            // A backlog record, older than the reference.
-            None => {
-                let offset = (ticks as f64 - self.ticks as f64) * self.ns_per_tick;
-                (self.wall as f64 + offset).max(0.0) as u64
-            }
-        }
+        let scaled = |ticks: u64| {
+            let nanos = (u128::from(ticks) * u128::from(self.ns_per_tick_fixed)) >> 32;
+            u64::try_from(nanos).unwrap_or(u64::MAX)
+        };
+        let after = scaled(ticks.saturating_sub(self.ticks));
+        let before = scaled(self.ticks.saturating_sub(ticks));
+        self.wall.saturating_add(after).saturating_sub(before)
     }
 }
 
@@ -222,23 +215,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_after_the_reference_convert_exactly_in_fixed_point() {
-        let wall = 1_700_000_000_123_456_789;
+    fn records_convert_exactly_in_fixed_point_either_side_of_the_reference() {
+        let wall: u64 = 1_700_000_000_123_456_789;
         for ns_per_tick in [0.25, 0.333_333_333, 0.417_1, 1.0, 2.5] {
             let reference = Reference::new(1_000_000, wall, ns_per_tick, u64::MAX);
-            for after in [0u64, 1, 3, 1_000, 123_457, 2_700_000, 4_000_000] {
-                let exact = wall as f64 + after as f64 * ns_per_tick;
-                let converted = reference.convert(1_000_000 + after);
-                // Within a nanosecond (the fixed point's rounding), never after.
+            for ticks in [0u64, 1, 3, 1_000, 123_457, 999_999, 2_700_000, 4_000_000] {
+                // The offset is small enough for an f64 to hold it exactly; the wall
+                // time is not (an f64 holds it to 256 ns).
+                let offset = (ticks as f64 - 1_000_000.0) * ns_per_tick;
+                let exact = wall as i128 + offset.round() as i128;
+                let converted = reference.convert(ticks);
+                // Within a nanosecond (the fixed point's rounding).
                 assert!(
-                    (exact - converted as f64) < 1.5 && converted as f64 <= exact + 0.5,
-                    "{ns_per_tick} ns/tick, {after} ticks: {converted} vs {exact}"
+                    (converted as i128 - exact).abs() <= 1,
+                    "{ns_per_tick} ns/tick, at {ticks}: {converted} vs {exact}"
                 );
             }
-            // Older than the reference: the float formula, as before (an f64 holds
-            // today's wall nanoseconds to 256 ns).
-            let back = wall - (1_000_000.0 * ns_per_tick) as u64;
-            assert!(reference.convert(0).abs_diff(back) <= 256);
         }
     }
 
