@@ -267,6 +267,7 @@ struct Parts<'a> {
 }
 
 impl<'a> Parts<'a> {
+    #[inline(always)]
     fn view(
         &self,
         target: &'a str,
@@ -293,6 +294,7 @@ impl<'a> Parts<'a> {
     }
 }
 
+#[inline(always)]
 fn split(bytes: &[u8]) -> Option<Parts<'_>> {
     let header = Header::decode(bytes)?;
     let rest = bytes.get(header.len()..)?;
