@@ -276,12 +276,7 @@ impl Shared {
             // file, never wait.
             return crate::fork::flush(self);
         }
-        if crate::handler::waiting_here_could_deadlock() {
-            return Err(Error::WouldDeadlock);
-        }
-        if !self.listener_running.load(Ordering::Acquire) {
-            return Err(Error::ListenerStopped);
-        }
+        self.listener_may_answer()?;
         let (ack, answer) = crossbeam_channel::bounded(1);
         let upto = self.ring.tail();
         let dropped = self.counters.dropped();
@@ -296,15 +291,23 @@ impl Shared {
         if crate::fork::forked(self) {
             return Err(Error::ListenerStopped);
         }
+        self.listener_may_answer()?;
+        let (ack, answer) = crossbeam_channel::bounded(1);
+        let upto = self.ring.tail();
+        self.request(Control::Reopen { upto, ack }, &answer, timeout)
+    }
+
+    /// Whether this thread may wait for the listener's answer: not on the listener
+    /// itself (or inside its sink, layout, ...: it would wait for itself), and not
+    /// once the listener is gone.
+    fn listener_may_answer(&self) -> Result<(), Error> {
         if crate::handler::waiting_here_could_deadlock() {
             return Err(Error::WouldDeadlock);
         }
         if !self.listener_running.load(Ordering::Acquire) {
             return Err(Error::ListenerStopped);
         }
-        let (ack, answer) = crossbeam_channel::bounded(1);
-        let upto = self.ring.tail();
-        self.request(Control::Reopen { upto, ack }, &answer, timeout)
+        Ok(())
     }
 
     /// Sends `request` and waits for its `answer` up to `timeout` (`None`: up to the

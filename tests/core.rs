@@ -5,6 +5,7 @@
 //! test here that installs it.
 
 mod support;
+use support::common::Memory;
 
 use support::common::lines;
 
@@ -12,7 +13,7 @@ use support::common::message;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use log::{Level, LevelFilter, Log, Record};
@@ -268,20 +269,6 @@ fn control_characters_and_invalid_utf8_cannot_break_lines() {
     assert_eq!(all.len(), 1);
     assert!(all[0].contains("forged\\n2026-01-01"));
     assert!(all[0].ends_with("ok\u{fffd}\u{fffd}"));
-}
-
-/// A sink that keeps lines in memory, to check per-sink level filters.
-#[derive(Clone, Default)]
-struct Memory(Arc<Mutex<Vec<u8>>>);
-
-impl Sink for Memory {
-    fn write_batch(&mut self, batch: &[u8]) -> std::io::Result<()> {
-        self.0.lock().unwrap().extend_from_slice(batch);
-        Ok(())
-    }
-    fn sync(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! below does nothing unless it is set.
 
 mod support;
+use support::common::no_core_dumps;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -57,15 +58,6 @@ fn child() {
         "exit-plain" => child_exit(&path, Exit::Plain),
         other => panic!("unknown scenario {other}"),
     }
-}
-
-fn no_core_dumps() {
-    let limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: sets this process's core size limit from a live local.
-    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &limit) };
 }
 
 /// Logs with `EveryRecord` from two threads that flush after every record and report

@@ -31,12 +31,7 @@ fn child() {
         return;
     };
     let dir = PathBuf::from(dir);
-    let limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: sets this process's core size limit from a live local.
-    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &limit) };
+    support::common::no_core_dumps();
     let held = Arc::new(AtomicBool::new(true));
     let die = Arc::new(AtomicBool::new(false));
     let guard = quelog::Builder::new()

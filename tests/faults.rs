@@ -3,6 +3,7 @@
 //! `QueueListener` (the global logger can be installed only once per process).
 
 mod support;
+use support::common::Memory;
 
 use support::common::message;
 
@@ -66,20 +67,6 @@ fn config(sync: SyncPolicy) -> ListenerConfig {
 
 fn enospc() -> io::Error {
     io::Error::from_raw_os_error(libc::ENOSPC)
-}
-
-/// Lines in memory.
-#[derive(Clone, Default)]
-struct Memory(Arc<Mutex<Vec<u8>>>);
-
-impl Sink for Memory {
-    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
-        self.0.lock().unwrap().extend_from_slice(batch);
-        Ok(())
-    }
-    fn sync(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -5,13 +5,12 @@
 //! and the `format_json` fuzz corpus replayed through the fuzz target's own check.
 
 mod support;
+use support::common::Memory;
 
 #[path = "../fuzz/json_check.rs"]
 mod json_check;
 
-use std::io;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 use log::{Level, LevelFilter, Log, Record};
 use quelog::{Builder, Format, ListenerConfig, Output, QueueConfig, QueueHandler, QueueListener};
@@ -19,20 +18,6 @@ use serde_json::Value;
 use support::common::temp_log;
 
 const SUITE: &str = "json";
-
-/// Keeps what it is given, shared with the test.
-#[derive(Clone, Default)]
-struct Memory(Arc<Mutex<Vec<u8>>>);
-
-impl quelog::Sink for Memory {
-    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
-        self.0.lock().unwrap().extend_from_slice(batch);
-        Ok(())
-    }
-    fn sync(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 impl Memory {
     /// Every line, checked (one object, unique keys) and parsed.

@@ -9,9 +9,9 @@
 //! logger" cases run in child processes (this binary again).
 
 mod support;
+use support::common::Memory;
 
 use std::fmt;
-use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,20 +21,6 @@ use log::LevelFilter;
 use quelog::test_hooks::{raw_records_queued, ListenerHooks};
 use quelog::{Builder, Format, Output};
 use support::storm::child::{self, in_child, Watch};
-
-/// Keeps what it is given, shared with the test.
-#[derive(Clone, Default)]
-struct Memory(Arc<Mutex<Vec<u8>>>);
-
-impl quelog::Sink for Memory {
-    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
-        self.0.lock().unwrap().extend_from_slice(batch);
-        Ok(())
-    }
-    fn sync(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 impl Memory {
     fn lines(&self) -> Vec<String> {
@@ -311,12 +297,7 @@ fn same_lines_as_log_from_the_crash_drain() {
 
 /// Logs every case with the listener held, then faults: the crash drain writes them.
 fn crash_child(path: &Path) {
-    let limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: sets this process's core size limit from a live local.
-    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &limit) };
+    support::common::no_core_dumps();
     let guard = builder()
         .file(path)
         .drain_on_crash(true)

@@ -241,12 +241,7 @@ fn crash_child() {
         return;
     };
     let dir = PathBuf::from(dir);
-    let limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: sets this process's core size limit from a live local.
-    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &limit) };
+    support::common::no_core_dumps();
     let held = Arc::new(AtomicBool::new(false));
     let guard = Builder::new()
         .file(dir.join("app.log"))

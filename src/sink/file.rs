@@ -234,7 +234,7 @@ fn parent_of(path: &Path) -> &Path {
 }
 
 /// Makes the entries of directory `dir` durable: `fsync` on it.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     let dir = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY)

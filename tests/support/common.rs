@@ -51,3 +51,27 @@ impl std::fmt::Debug for Counted {
         f.write_str("counted")
     }
 }
+
+/// A sink that keeps every batch in memory, shared with the test through its clones.
+#[derive(Clone, Default)]
+pub struct Memory(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl quelog::Sink for Memory {
+    fn write_batch(&mut self, batch: &[u8]) -> std::io::Result<()> {
+        self.0.lock().unwrap().extend_from_slice(batch);
+        Ok(())
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// For a child that is about to crash on purpose: no core file.
+pub fn no_core_dumps() {
+    let limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: sets this process's core size limit from a live local.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &limit) };
+}

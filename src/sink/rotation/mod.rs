@@ -17,16 +17,15 @@ mod config;
 mod naming;
 mod retention;
 
-use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::NaiveDateTime;
 
+use super::file::sync_dir;
 use super::{Detached, FileSink, Sink};
 use crate::error::Error;
 use crate::stats::{Counters, RotationCounters};
@@ -409,19 +408,6 @@ fn copy_error(error: &io::Error) -> io::Error {
     match error.raw_os_error() {
         Some(code) => io::Error::from_raw_os_error(code),
         None => io::Error::new(error.kind(), error.to_string()),
-    }
-}
-
-/// Makes the entries of directory `dir` durable (a filesystem that cannot sync a
-/// directory says EINVAL: nothing more to do).
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    let dir = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY)
-        .open(dir)?;
-    match dir.sync_all() {
-        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-        synced => synced,
     }
 }
 
