@@ -299,6 +299,7 @@ fn high_bits_16(chunk: &[u8; 16]) -> u32 {
 /// Whether `a` and `b` hold the same bytes: for the short names the listener compares
 /// per record (target, file, thread name), eight bytes at a time inline, where `==`
 /// calls `memcmp`.
+#[inline]
 pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;

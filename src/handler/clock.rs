@@ -122,9 +122,10 @@ impl Reference {
             let nanos = (u128::from(ticks) * u128::from(self.ns_per_tick_fixed)) >> 32;
             u64::try_from(nanos).unwrap_or(u64::MAX)
         };
-        let after = scaled(ticks.saturating_sub(self.ticks));
-        let before = scaled(self.ticks.saturating_sub(ticks));
-        self.wall.saturating_add(after).saturating_sub(before)
+        match ticks.checked_sub(self.ticks) {
+            Some(after) => self.wall.saturating_add(scaled(after)),
+            None => self.wall.saturating_sub(scaled(self.ticks - ticks)),
+        }
     }
 }
 

@@ -75,10 +75,13 @@ impl TextFormatter {
             // Same second: only the microseconds differ, right after "HH:MM:SS.".
             let at = self.cached_prefix.len() + 1;
             if let Some(digits) = self.head.get_mut(at..at + 6) {
-                let mut micros = (nanos % 1_000_000_000) / 1_000;
-                for digit in digits.iter_mut().rev() {
-                    *digit = b'0' + (micros % 10) as u8;
-                    micros /= 10;
+                let micros = (nanos % 1_000_000_000) / 1_000;
+                let pairs = [micros / 10_000, micros / 100 % 100, micros % 100];
+                for (pair, value) in digits.chunks_exact_mut(2).zip(pairs) {
+                    if let [tens, ones] = pair {
+                        *tens = b'0' + (value / 10) as u8;
+                        *ones = b'0' + (value % 10) as u8;
+                    }
                 }
             }
             return;
