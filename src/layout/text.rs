@@ -68,7 +68,7 @@ impl TextFormatter {
         let level = record::level_to_u8(record.level);
         let key = (nanos / 1_000_000_000, level, record.thread_id);
         let same_name = match (self.head_name.as_deref(), thread_name) {
-            (Some(kept), Some(name)) => direct::same_bytes(kept.as_bytes(), name.as_bytes()),
+            (Some(kept), Some(name)) => crate::scan::same_bytes(kept.as_bytes(), name.as_bytes()),
             (kept, name) => kept.is_none() && name.is_none(),
         };
         if self.head_key == Some(key) && same_name {
@@ -135,7 +135,7 @@ impl TextFormatter {
         let kept = self
             .head_target
             .as_ref()
-            .is_some_and(|kept| direct::same_bytes(kept.as_bytes(), target));
+            .is_some_and(|kept| crate::scan::same_bytes(kept.as_bytes(), target));
         if !kept {
             self.head.truncate(self.head_thread_len);
             push_escaped(&mut self.head, target);
@@ -215,7 +215,7 @@ impl TextFormatter {
         // replaced. Escaping first gives the same line as replacing first, since it
         // only turns ASCII bytes into ASCII, and those always end an invalid sequence.
         if let (Some(line), Some(unchecked)) = (out.get(start..), out.get(unchecked..)) {
-            if !direct::is_ascii(unchecked) && std::str::from_utf8(unchecked).is_err() {
+            if !crate::scan::is_ascii(unchecked) && std::str::from_utf8(unchecked).is_err() {
                 let fixed = String::from_utf8_lossy(line).into_owned();
                 out.truncate(start);
                 out.extend_from_slice(fixed.as_bytes());

@@ -190,7 +190,7 @@ pub(crate) struct Decoding {
 /// same bytes, else checked and kept in `last` for the next record.
 fn checked_once(last: &mut String, bytes: &[u8]) -> Option<()> {
     // (Empty names are read as "" without the cache: they would evict the last one.)
-    if !bytes.is_empty() && !crate::direct::same_bytes(last.as_bytes(), bytes) {
+    if !bytes.is_empty() && !crate::scan::same_bytes(last.as_bytes(), bytes) {
         let text = std::str::from_utf8(bytes).ok()?;
         last.clear();
         last.push_str(text);
