@@ -125,9 +125,11 @@ impl Out for Vec<u8> {
 /// Appends `bytes` to `out`, escaping control characters (`\n`, `\r`, `\t`, `\x1b`,
 /// ...) so a record can never forge or split lines; runs without one are copied in
 /// one piece. Bytes are passed through otherwise (the caller deals with invalid
-/// UTF-8 where it can afford to). Scans eight bytes at a time: a message rarely has
-/// anything to escape, so the usual cost is one test per word and one copy.
+/// UTF-8 where it can afford to). Scans sixteen bytes at a time ([`crate::scan`]):
+/// a message rarely has anything to escape, so the usual cost is one test per sixteen
+/// bytes and one copy.
 pub(crate) fn push_escaped<O: Out + ?Sized>(out: &mut O, bytes: &[u8]) {
+    use crate::scan::find_escape;
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut clean_from = 0;
     while let Some(at) = find_escape(bytes, clean_from) {
@@ -146,67 +148,6 @@ pub(crate) fn push_escaped<O: Out + ?Sized>(out: &mut O, bytes: &[u8]) {
         clean_from = at + 1;
     }
     out.put(bytes.get(clean_from..).unwrap_or_default());
-}
-
-/// The index of the first byte at or after `from` that needs escaping (a control
-/// character or DEL), testing eight bytes at a time; the last few are padded with
-/// spaces to a word.
-fn find_escape(bytes: &[u8], from: usize) -> Option<usize> {
-    let rest = bytes.get(from..)?;
-    let mut words = rest.chunks_exact(8);
-    let mut offset = from;
-    for word in words.by_ref() {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(word);
-        if let Some(at) = first_escape_in(u64::from_le_bytes(eight)) {
-            return Some(offset + at);
-        }
-        offset += 8;
-    }
-    let tail = words.remainder();
-    if tail.is_empty() {
-        return None;
-    }
-    // The last eight bytes of `rest`, overlapping the words already found clean, so a
-    // flag there is a byte of the tail; no copy of a variable length (a `memcpy` call).
-    if let Some(last) = rest.len().checked_sub(8).and_then(|at| rest.get(at..)) {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(last);
-        let before = 8 - tail.len();
-        return first_escape_in(u64::from_le_bytes(eight)).map(|at| offset + at - before);
-    }
-    tail.iter()
-        .position(|&byte| byte < 0x20 || byte == 0x7f)
-        .map(|at| offset + at)
-}
-
-/// The index (0-7, in memory order) of the first of the eight bytes of `word` (read
-/// little-endian) that is below 0x20 or equal to 0x7f. The classic bit tricks:
-/// `(x - 0x20..) & !x & 0x80..` flags each byte below 0x20 and `x ^ 0x7f..` turns DEL
-/// into a zero byte, flagged the same way. A borrow can flag a byte above a true hit,
-/// never one below it, so the lowest flag is exact.
-fn first_escape_in(word: u64) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let below_space = word.wrapping_sub(0x20 * ONES) & !word;
-    let del = word ^ (0x7f * ONES);
-    let is_del = del.wrapping_sub(ONES) & !del;
-    let flags = (below_space | is_del) & HIGHS;
-    (flags != 0).then(|| flags.trailing_zeros() as usize / 8)
-}
-
-/// Whether every byte is ASCII, eight at a time (`<[u8]>::is_ascii` goes byte by byte
-/// on short slices like a line).
-pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let mut words = bytes.chunks_exact(8);
-    let mut high = 0;
-    for word in words.by_ref() {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(word);
-        high |= u64::from_le_bytes(eight);
-    }
-    high & HIGHS == 0 && words.remainder().iter().all(u8::is_ascii)
 }
 
 /// Decimal digits of `value`, zero-padded to `width`. Two digits per division, from

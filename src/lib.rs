@@ -315,6 +315,7 @@ mod record;
 mod ring;
 #[cfg(all(test, loom))]
 mod ring_loom;
+mod scan;
 mod sink;
 // The span table serves the tracing subscriber; without it the table is dead code.
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]

@@ -37,9 +37,32 @@ static BASE_MONO: AtomicU64 = AtomicU64::new(0);
 static NS_PER_TICK: AtomicU64 = AtomicU64::new(0);
 static MEASURED_OVER: AtomicU64 = AtomicU64::new(0);
 
+/// A thread's reference for converting ticks, and the last tick it holds for: what
+/// [`wall_from_ticks`] needs for each record, so that a record within it costs a
+/// compare and a multiply-add (no atomics, no division).
+#[derive(Clone, Copy)]
+struct Reference {
+    ticks: u64,
+    /// Wall nanoseconds at `ticks`; 0 until taken.
+    wall: u64,
+    /// Nanoseconds per tick in fixed point, 32 fraction bits: a record converts with
+    /// an integer multiply.
+    ns_per_tick_fixed: u64,
+    /// Records up to this tick are neither [`REFERENCE_NS`] newer than the reference
+    /// nor past the rate's measure ([`rate`]): they use the reference as it is.
+    valid_until: u64,
+}
+
+const NO_REFERENCE: Reference = Reference {
+    ticks: 0,
+    wall: 0,
+    ns_per_tick_fixed: 0,
+    valid_until: 0,
+};
+
 thread_local! {
-    /// This thread's reference: (ticks, wall nanoseconds), (0, 0) until taken.
-    static REFERENCE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// This thread's reference, [`NO_REFERENCE`] until taken.
+    static REFERENCE: Cell<Reference> = const { Cell::new(NO_REFERENCE) };
 }
 
 /// Chooses the clock, once per process (every queue calls it when it is built, so it
@@ -73,21 +96,65 @@ pub(crate) fn stamp() -> (u64, bool) {
 
 /// Wall-clock nanoseconds for `ticks` of a record stamped on this process's TSC.
 pub(crate) fn wall_from_ticks(ticks: u64) -> u64 {
+    let mut reference = REFERENCE.try_with(Cell::get).unwrap_or(NO_REFERENCE);
+    if reference.wall == 0 || ticks > reference.valid_until {
+        reference = renewed(reference, ticks);
+        let _ = REFERENCE.try_with(|r| r.set(reference));
+    }
+    reference.convert(ticks)
+}
+
+impl Reference {
+    fn new(ticks: u64, wall: u64, ns_per_tick: f64, valid_until: u64) -> Reference {
+        Reference {
+            ticks,
+            wall,
+            ns_per_tick_fixed: (ns_per_tick * (1u64 << 32) as f64) as u64,
+            valid_until,
+        }
+    }
+
+    /// Wall nanoseconds at `ticks`, by this reference: records after it (the usual
+    /// case under load) and before it (a backlog, drained after the reference was
+    /// taken) alike, in integers. u128 holds any product.
+    fn convert(&self, ticks: u64) -> u64 {
+        let scaled = |ticks: u64| {
+            let nanos = (u128::from(ticks) * u128::from(self.ns_per_tick_fixed)) >> 32;
+            u64::try_from(nanos).unwrap_or(u64::MAX)
+        };
+        match ticks.checked_sub(self.ticks) {
+            Some(after) => self.wall.saturating_add(scaled(after)),
+            None => self.wall.saturating_sub(scaled(self.ticks - ticks)),
+        }
+    }
+}
+
+/// The reference for a record at `ticks` past `reference`'s validity: the rate checked
+/// (re-measured if need be), and a new reference taken if the record is more than
+/// [`REFERENCE_NS`] newer than the old one (or there was none).
+#[cold]
+fn renewed(reference: Reference, ticks: u64) -> Reference {
     let ns_per_tick = rate(ticks);
-    let (mut ref_ticks, mut ref_wall) = REFERENCE.try_with(Cell::get).unwrap_or((0, 0));
+    let (mut ref_ticks, mut ref_wall) = (reference.ticks, reference.wall);
     let newer = (ticks as f64 - ref_ticks as f64) * ns_per_tick;
     if ref_wall == 0 || newer > REFERENCE_NS {
         (ref_ticks, ref_wall) = (read_tsc(), clock_nanos(libc::CLOCK_REALTIME));
-        let _ = REFERENCE.try_with(|r| r.set((ref_ticks, ref_wall)));
     }
-    let offset = (ticks as f64 - ref_ticks as f64) * ns_per_tick;
-    (ref_wall as f64 + offset).max(0.0) as u64
+    // The rate holds while the process's age stays under twice its measure (`rate`).
+    let measured_over = MEASURED_OVER.load(Ordering::Relaxed) as f64;
+    let rate_until = BASE_TICKS
+        .load(Ordering::Relaxed)
+        .saturating_add((2.0 * measured_over / ns_per_tick) as u64);
+    let reference_until = ref_ticks.saturating_add((REFERENCE_NS / ns_per_tick) as u64);
+    // One tick short of each bound, so that rounding can only renew early.
+    let valid_until = rate_until.min(reference_until).saturating_sub(1);
+    Reference::new(ref_ticks, ref_wall, ns_per_tick, valid_until)
 }
 
 /// Forgets this thread's reference: the crash drain takes a fresh one (it may have
 /// interrupted this thread while it was updating it).
 pub(crate) fn reset_reference() {
-    let _ = REFERENCE.try_with(|r| r.set((0, 0)));
+    let _ = REFERENCE.try_with(|r| r.set(NO_REFERENCE));
 }
 
 /// Nanoseconds per tick, measured over the process's life so far (at least
@@ -147,6 +214,26 @@ fn read_tsc() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_convert_exactly_in_fixed_point_either_side_of_the_reference() {
+        let wall: u64 = 1_700_000_000_123_456_789;
+        for ns_per_tick in [0.25, 0.333_333_333, 0.417_1, 1.0, 2.5] {
+            let reference = Reference::new(1_000_000, wall, ns_per_tick, u64::MAX);
+            for ticks in [0u64, 1, 3, 1_000, 123_457, 999_999, 2_700_000, 4_000_000] {
+                // The offset is small enough for an f64 to hold it exactly; the wall
+                // time is not (an f64 holds it to 256 ns).
+                let offset = (ticks as f64 - 1_000_000.0) * ns_per_tick;
+                let exact = wall as i128 + offset.round() as i128;
+                let converted = reference.convert(ticks);
+                // Within a nanosecond (the fixed point's rounding).
+                assert!(
+                    (converted as i128 - exact).abs() <= 1,
+                    "{ns_per_tick} ns/tick, at {ticks}: {converted} vs {exact}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn ticks_convert_to_the_wall_clock() {

@@ -51,6 +51,10 @@ pub(crate) struct Spans {
 impl Spans {
     /// Applies a span bookkeeping record; `false` if `record` is an event.
     pub(crate) fn apply(&mut self, record: &RecordView<'_>) -> bool {
+        // Events, nearly every record, are told by their kind: their fields are not read.
+        if record.kind == Kind::Event {
+            return false;
+        }
         let mut id = 0;
         let mut parent = 0;
         for entry in entries(record.fields) {

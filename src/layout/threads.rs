@@ -21,30 +21,29 @@ pub(crate) struct ThreadNames {
 
 impl ThreadNames {
     /// The name of thread `thread_id` as of `now` (the listener passes the start of
-    /// its batch: one clock read per batch, not per record).
-    pub(crate) fn name(&mut self, thread_id: u32, now: Instant) -> Option<Rc<str>> {
-        if let Some((id, until, name)) = &self.last {
-            if *id == thread_id && now < *until {
-                return name.clone();
+    /// its batch: one clock read per batch, not per record). Borrowed: a run of records
+    /// from one thread costs a compare, no reference count.
+    pub(crate) fn name(&mut self, thread_id: u32, now: Instant) -> Option<&str> {
+        let kept = matches!(&self.last, Some((id, until, _)) if *id == thread_id && now < *until);
+        if !kept {
+            let fresh = self
+                .names
+                .get(&thread_id)
+                .is_some_and(|(_, at)| now.saturating_duration_since(*at) < NAME_TTL);
+            if !fresh {
+                if self.names.len() > 4096 {
+                    self.names.clear();
+                }
+                let name = std::fs::read_to_string(format!("/proc/self/task/{thread_id}/comm"))
+                    .ok()
+                    .map(|s| Rc::from(s.trim_end()))
+                    .filter(|s: &Rc<str>| !s.is_empty());
+                self.names.insert(thread_id, (name, now));
             }
+            let (name, at) = self.names.get(&thread_id)?;
+            self.last = Some((thread_id, *at + NAME_TTL, name.clone()));
         }
-        let fresh = self
-            .names
-            .get(&thread_id)
-            .is_some_and(|(_, at)| now.saturating_duration_since(*at) < NAME_TTL);
-        if !fresh {
-            if self.names.len() > 4096 {
-                self.names.clear();
-            }
-            let name = std::fs::read_to_string(format!("/proc/self/task/{thread_id}/comm"))
-                .ok()
-                .map(|s| Rc::from(s.trim_end()))
-                .filter(|s: &Rc<str>| !s.is_empty());
-            self.names.insert(thread_id, (name, now));
-        }
-        let (name, at) = self.names.get(&thread_id)?;
-        self.last = Some((thread_id, *at + NAME_TTL, name.clone()));
-        name.clone()
+        self.last.as_ref().and_then(|(_, _, name)| name.as_deref())
     }
 }
 

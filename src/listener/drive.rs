@@ -76,7 +76,7 @@ pub(super) fn run(shared: Arc<Shared>, sinks: Vec<SinkSlot>, config: ListenerCon
         batch_started: Instant::now(),
         spans: Spans::default(),
         record: Vec::new(),
-        message: Vec::new(),
+        decoding: record::Decoding::default(),
         drops_at_batch: Dropped::default(),
         pending_flushes: Vec::new(),
         pending_reopens: Vec::new(),
@@ -143,8 +143,8 @@ pub(super) struct Listener<'a> {
     spans: Spans,
     /// The record being decoded (reused).
     record: Vec<u8>,
-    /// A raw record's message, formatted here (reused; see `record::args`).
-    message: Vec<u8>,
+    /// A raw record's message, formatted here, and the names last checked (reused).
+    decoding: record::Decoding,
     /// The drop counters when the current batch started: what its notices tell.
     drops_at_batch: Dropped,
     pub(super) pending_flushes: Vec<PendingFlush>,
@@ -368,7 +368,7 @@ impl Listener<'_> {
     /// and queues the line at each of those sinks; span bookkeeping goes to the span
     /// registry instead. Returns whether it was a record (an event), which counts.
     fn route_record(&mut self) -> bool {
-        let Some(view) = record::decode_rendering(&self.record, &mut self.message) else {
+        let Some(view) = record::decode_rendering(&self.record, &mut self.decoding) else {
             // The handler wrote it, so this is memory corruption; count, do not panic.
             let counters = &self.shared.counters;
             Counters::add(&counters.lost, 1);
@@ -400,11 +400,11 @@ impl Listener<'_> {
             let name = self.thread_names.name(view.thread_id, now);
             if !shared {
                 slot.push_record_with(|buffer| {
-                    formatter.write(&view, name.as_deref(), Some(&mut self.spans), buffer);
+                    formatter.write(&view, name, Some(&mut self.spans), buffer);
                 });
             } else {
                 if line.is_empty() {
-                    formatter.write(&view, name.as_deref(), Some(&mut self.spans), line);
+                    formatter.write(&view, name, Some(&mut self.spans), line);
                 }
                 slot.push_record(line);
             }

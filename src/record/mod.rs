@@ -173,37 +173,129 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<RecordView<'_>> {
     decode_parts(bytes)
 }
 
-/// [`decode`], and a raw record's message formatted into `message` (cleared first),
-/// its names taken from its callsite: what the listener reads every record with.
-/// `None` for a record the handler did not write, or that names no registered
-/// callsite, or whose arguments do not fit its format string.
+/// What the listener keeps from one record to the next for [`decode_rendering`]: the
+/// buffer a raw record's message is formatted into, and the target, module path and
+/// file last checked as UTF-8. Targets and files repeat from record to record, so
+/// bytes equal to the last ones checked are not checked again (only bytes equal to
+/// ones already checked: any other bytes, damaged or not, are checked in full).
+#[derive(Debug, Default)]
+pub(crate) struct Decoding {
+    message: Vec<u8>,
+    target: String,
+    module: String,
+    file: String,
+}
+
+/// `bytes` as a string, `None` if they are not UTF-8: `last` itself when it holds the
+/// same bytes, else checked and kept in `last` for the next record.
+fn checked_once(last: &mut String, bytes: &[u8]) -> Option<()> {
+    // (Empty names are read as "" without the cache: they would evict the last one.)
+    if !bytes.is_empty() && !crate::scan::same_bytes(last.as_bytes(), bytes) {
+        let text = std::str::from_utf8(bytes).ok()?;
+        last.clear();
+        last.push_str(text);
+    }
+    Some(())
+}
+
+/// [`decode`], and a raw record's message formatted into `decoding`'s buffer, its
+/// names taken from its callsite: what the listener reads every record with. `None`
+/// for a record the handler did not write, or that names no registered callsite, or
+/// whose arguments do not fit its format string.
 pub(crate) fn decode_rendering<'a>(
     bytes: &'a [u8],
-    message: &'a mut Vec<u8>,
+    decoding: &'a mut Decoding,
 ) -> Option<RecordView<'a>> {
-    let mut view = decode_parts(bytes)?;
-    let header = Header::decode(bytes)?;
-    if !header.raw {
-        return Some(view);
+    let parts = split(bytes)?;
+    let header = &parts.header;
+    let module_is_target = header.flags & FLAG_MODULE_IS_TARGET != 0;
+    checked_once(&mut decoding.target, parts.target)?;
+    if !module_is_target {
+        checked_once(&mut decoding.module, parts.module)?;
     }
-    let index = args::callsite_of(view.message)?;
-    let site = callsite::lookup(index)?;
-    message.clear();
-    let section = view.message.get(args::CALLSITE_BYTES..)?;
-    let rendered = args::render(site.format(), section, message)?;
-    if header.flags & FLAG_MODULE_IS_TARGET != 0 {
-        view.target = site.module_path();
+    checked_once(&mut decoding.file, parts.file)?;
+    let mut rendered = None;
+    let mut site = None;
+    if header.raw {
+        let index = args::callsite_of(parts.message)?;
+        let found = callsite::lookup(index)?;
+        decoding.message.clear();
+        let section = parts.message.get(args::CALLSITE_BYTES..)?;
+        rendered = Some(args::render(
+            found.format(),
+            section,
+            &mut decoding.message,
+        )?);
+        site = Some(found);
     }
-    view.module_path = Some(site.module_path());
-    view.file = Some(site.file());
-    view.line = (site.line() != 0).then_some(site.line());
-    view.message = message;
-    view.message_full_len = view.message.len().min(u32::MAX as usize) as u32;
-    view.format_error = rendered == args::Rendered::FormatFailed;
+    // Everything `decoding` keeps is set: from here on it is only read.
+    let decoding: &'a Decoding = decoding;
+    let target = if parts.target.is_empty() {
+        ""
+    } else {
+        decoding.target.as_str()
+    };
+    let module_path = if module_is_target {
+        Some(target)
+    } else {
+        (!parts.module.is_empty()).then_some(decoding.module.as_str())
+    };
+    let file = (!parts.file.is_empty()).then_some(decoding.file.as_str());
+    let mut view = parts.view(target, module_path, file);
+    if let (Some(site), Some(rendered)) = (site, rendered) {
+        if module_is_target {
+            view.target = site.module_path();
+        }
+        view.module_path = Some(site.module_path());
+        view.file = Some(site.file());
+        view.line = (site.line() != 0).then_some(site.line());
+        view.message = &decoding.message;
+        view.message_full_len = view.message.len().min(u32::MAX as usize) as u32;
+        view.format_error = rendered == args::Rendered::FormatFailed;
+    }
     Some(view)
 }
 
-fn decode_parts(bytes: &[u8]) -> Option<RecordView<'_>> {
+/// A record cut into its parts, the names not yet checked as UTF-8.
+struct Parts<'a> {
+    header: Header,
+    target: &'a [u8],
+    module: &'a [u8],
+    file: &'a [u8],
+    message: &'a [u8],
+    fields: &'a [u8],
+}
+
+impl<'a> Parts<'a> {
+    #[inline(always)]
+    fn view(
+        &self,
+        target: &'a str,
+        module_path: Option<&'a str>,
+        file: Option<&'a str>,
+    ) -> RecordView<'a> {
+        let header = &self.header;
+        RecordView {
+            timestamp_nanos: header.wall_nanos(),
+            thread_id: header.thread_id,
+            level: level_from_u8(header.level),
+            target,
+            module_path,
+            file,
+            line: (header.line != 0).then_some(header.line),
+            message: self.message,
+            message_full_len: header.message_full_len.max(header.message_len),
+            nested: header.flags & FLAG_NESTED != 0,
+            format_error: header.flags & FLAG_FORMAT_ERROR != 0,
+            kind: Kind::from_flags(header.flags),
+            fields: self.fields,
+            fields_cut: header.flags & FLAG_FIELDS_CUT != 0,
+        }
+    }
+}
+
+#[inline(always)]
+fn split(bytes: &[u8]) -> Option<Parts<'_>> {
     let header = Header::decode(bytes)?;
     let rest = bytes.get(header.len()..)?;
     let has_fields = header.flags & FLAG_FIELDS != 0;
@@ -214,35 +306,32 @@ fn decode_parts(bytes: &[u8]) -> Option<RecordView<'_>> {
     let (module, rest) = rest.split_at_checked(header.module_len as usize)?;
     let (file, rest) = rest.split_at_checked(header.file_len as usize)?;
     let (message, fields) = rest.split_at_checked(header.message_len as usize)?;
-    let target = std::str::from_utf8(target).ok()?;
-    let module_path = if header.flags & FLAG_MODULE_IS_TARGET != 0 {
-        Some(target)
-    } else if module.is_empty() {
-        None
-    } else {
-        Some(std::str::from_utf8(module).ok()?)
-    };
-    let file = if file.is_empty() {
-        None
-    } else {
-        Some(std::str::from_utf8(file).ok()?)
-    };
-    Some(RecordView {
-        timestamp_nanos: header.wall_nanos(),
-        thread_id: header.thread_id,
-        level: level_from_u8(header.level),
+    Some(Parts {
+        header,
         target,
-        module_path,
+        module,
         file,
-        line: (header.line != 0).then_some(header.line),
         message,
-        message_full_len: header.message_full_len.max(header.message_len),
-        nested: header.flags & FLAG_NESTED != 0,
-        format_error: header.flags & FLAG_FORMAT_ERROR != 0,
-        kind: Kind::from_flags(header.flags),
         fields,
-        fields_cut: header.flags & FLAG_FIELDS_CUT != 0,
     })
+}
+
+fn decode_parts(bytes: &[u8]) -> Option<RecordView<'_>> {
+    let parts = split(bytes)?;
+    let target = std::str::from_utf8(parts.target).ok()?;
+    let module_path = if parts.header.flags & FLAG_MODULE_IS_TARGET != 0 {
+        Some(target)
+    } else if parts.module.is_empty() {
+        None
+    } else {
+        Some(std::str::from_utf8(parts.module).ok()?)
+    };
+    let file = if parts.file.is_empty() {
+        None
+    } else {
+        Some(std::str::from_utf8(parts.file).ok()?)
+    };
+    Some(parts.view(target, module_path, file))
 }
 
 #[cfg(test)]
@@ -250,6 +339,17 @@ mod tests {
     use super::*;
 
     fn record(target: &str, module: &str, file: &str, message: &str, flags: u8) -> Vec<u8> {
+        let parts = [target, module, file, message].map(str::as_bytes);
+        record_bytes(parts[0], parts[1], parts[2], parts[3], flags)
+    }
+
+    fn record_bytes(
+        target: &[u8],
+        module: &[u8],
+        file: &[u8],
+        message: &[u8],
+        flags: u8,
+    ) -> Vec<u8> {
         let header = Header {
             timestamp_nanos: 1_700_000_000_123_456_789,
             thread_id: 42,
@@ -267,7 +367,7 @@ mod tests {
         };
         let mut bytes = header.encode()[..header.len()].to_vec();
         for part in [target, module, file, message] {
-            bytes.extend_from_slice(part.as_bytes());
+            bytes.extend_from_slice(part);
         }
         bytes
     }
@@ -321,6 +421,48 @@ mod tests {
     fn every_level_round_trips() {
         for level in log::Level::iter() {
             assert_eq!(level_from_u8(level_to_u8(level)), level);
+        }
+    }
+
+    #[test]
+    fn repeated_names_are_read_as_stored_and_changed_ones_checked_again() {
+        let mut decoding = Decoding::default();
+        let steps: [(&[u8], &[u8], &[u8]); 6] = [
+            (b"app::aa", b"app::aa::m", b"src/a.rs"),
+            (b"app::aa", b"app::aa::m", b"src/a.rs"),
+            // Same lengths, other bytes.
+            (b"app::bb", b"app::bb::m", b"src/b.rs"),
+            (b"", b"", b""),
+            (b"app::bb", b"app::bb::m", b"src/b.rs"),
+            (b"\xc3\xa9t\xc3\xa9", b"m\xc3\xa9", b"f\xc3\xa9"),
+        ];
+        for (target, module, file) in steps {
+            let bytes = record_bytes(target, module, file, b"msg", 0);
+            let view = decode_rendering(&bytes, &mut decoding).unwrap();
+            let expected = decode(&bytes).unwrap();
+            assert_eq!(view.target.as_bytes(), target);
+            assert_eq!(view.module_path, expected.module_path);
+            assert_eq!(view.file, expected.file);
+            assert_eq!(view.message, b"msg");
+        }
+    }
+
+    #[test]
+    fn damaged_names_are_refused_even_right_after_good_ones() {
+        let mut decoding = Decoding::default();
+        let good = record_bytes(b"app::\xc3\xa9", b"mod", b"file.rs", b"m", 0);
+        assert!(decode_rendering(&good, &mut decoding).is_some());
+        // The same length, one byte damaged, in each name.
+        for (target, module, file) in [
+            (&b"app::\xc3\xc3"[..], &b"mod"[..], &b"file.rs"[..]),
+            (b"app::\xc3\xa9", b"mo\xff", b"file.rs"),
+            (b"app::\xc3\xa9", b"mod", b"file.r\x80"),
+        ] {
+            let bad = record_bytes(target, module, file, b"m", 0);
+            assert!(decode_rendering(&bad, &mut decoding).is_none());
+            assert!(decode(&bad).is_none());
+            // And the good one still reads after it.
+            assert!(decode_rendering(&good, &mut decoding).is_some());
         }
     }
 

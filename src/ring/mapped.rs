@@ -104,10 +104,14 @@ impl MappedChunks {
     /// The listener calls it ahead of the producers: they then never take the page
     /// fault of a slot's first use (a microsecond or two, in the log call), while the
     /// ring stays resident only as far as it is used. On a kernel without it (before
-    /// 5.14), producers take the faults.
-    pub(super) fn populate_upto(&self, upto: usize) {
+    /// 5.14), producers take the faults. The first `resident` bytes are known resident
+    /// (producers wrote them: they lie before the tail) and are skipped: walking them
+    /// again costs the listener about as much as faulting them in.
+    pub(super) fn populate_upto(&self, resident: usize, upto: usize) {
         let total = self.len * SLOT_BYTES;
-        let done = self.populated.load(Ordering::Relaxed);
+        // Whole steps only, so that `done` stays page-aligned whatever the page size.
+        let resident = resident - resident % POPULATE_STEP;
+        let done = self.populated.load(Ordering::Relaxed).max(resident);
         let want = upto.min(total);
         if done >= want {
             return;
@@ -193,5 +197,28 @@ impl Drop for MappedChunks {
                 self.len,
             ))
         });
+    }
+}
+
+#[cfg(all(test, not(miri), not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn populating_starts_past_what_producers_wrote() {
+        let chunks = MappedChunks::zeroed((16 << 20) / SLOT_BYTES);
+        // 5 MiB written by producers: population starts at the 4 MiB step below, one
+        // step per call, and never walks the first 4 MiB.
+        chunks.populate_upto(5 << 20, 16 << 20);
+        if chunks.populated.load(Ordering::Relaxed) == 16 << 20 {
+            return; // A kernel without MADV_POPULATE_WRITE (before 5.14): nothing done.
+        }
+        assert_eq!(chunks.populated.load(Ordering::Relaxed), 6 << 20);
+        chunks.populate_upto(5 << 20, 16 << 20);
+        assert_eq!(chunks.populated.load(Ordering::Relaxed), 8 << 20);
+        // Nothing written yet: from the start, as before.
+        let fresh = MappedChunks::zeroed((16 << 20) / SLOT_BYTES);
+        fresh.populate_upto(0, 16 << 20);
+        assert_eq!(fresh.populated.load(Ordering::Relaxed), 2 << 20);
     }
 }

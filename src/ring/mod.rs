@@ -223,7 +223,7 @@ impl Ring {
     #[cfg(not(loom))]
     pub(crate) fn populate_ahead(&self) {
         let used = (self.tail().min(self.slots() as u64) as usize) * SLOT_BYTES;
-        self.chunks.populate_upto(used + POPULATE_AHEAD);
+        self.chunks.populate_upto(used, used + POPULATE_AHEAD);
     }
 
     /// Under loom the slots are cells, nothing to populate.
