@@ -137,7 +137,7 @@ impl MappedChunks {
     pub(super) fn populate_all(&self) {
         let total = self.len * SLOT_BYTES;
         while self.populated.load(Ordering::Relaxed) < total {
-            self.populate_upto(total);
+            self.populate_upto(0, total);
         }
     }
 }
