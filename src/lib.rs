@@ -163,7 +163,7 @@
 //!   left on device)`.
 //! * **Sync fails** (EIO): after a failed fsync Linux may have dropped the data and a
 //!   retried fsync "succeeds" (fsyncgate). The listener keeps every byte written since
-//!   the last good sync (up to 4 MiB per sink), calls [`Sink::prepare_rewrite`]
+//!   the last good sync (up to 2 MiB per sink), calls [`Sink::prepare_rewrite`]
 //!   ([`FileSink`]: reopen, cut back to the last good sync), rewrites them and syncs
 //!   again: [`Stats::sync_rewrites`], and a line `quelog: sync failed (Input/output
 //!   error); rewrote the 1140 bytes (15 records) written since the last good sync and

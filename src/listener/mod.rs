@@ -28,7 +28,7 @@
 //!   succeeds again starts with one line `quelog: N records lost (reason)`, and with
 //!   any drop notice the sink missed meanwhile.
 //! * A failed sync (fsyncgate): the listener keeps every byte written to a sink since
-//!   its last good sync (up to `MAX_KEPT_BYTES`, 4 MiB); after a failure it calls
+//!   its last good sync (up to `MAX_KEPT_BYTES`, 2 MiB); after a failure it calls
 //!   [`Sink::prepare_rewrite`] (reopen; [`crate::FileSink`] also cuts back to the last
 //!   good sync), rewrites them, and syncs again ([`Stats::sync_rewrites`], and a line
 //!   `quelog: sync failed (reason); rewrote ...`). If that fails too, those records

@@ -26,13 +26,14 @@ const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(10);
 /// The most bytes written to one sink since its last good sync that the listener keeps
 /// to rewrite after a failed sync. Past it (`SyncPolicy::Never` or a long interval
 /// under load), the copy is dropped, and a failed sync then counts the records since
-/// the last good sync as lost instead of rewriting them. Four group commits' worth
-/// ([`super::durability`]'s 1 MiB under load): it covers `EveryBatch` whole, and keeps
-/// the listener's memory within a few MiB of the ring's under any policy.
-pub(crate) const MAX_KEPT_BYTES: usize = 4 << 20;
+/// the last good sync as lost instead of rewriting them. Two group commits' worth
+/// ([`super::durability`]'s 1 MiB under load, reached at a batch's end): it covers
+/// `EveryBatch` whole, and keeps the listener's memory within a few MiB of the ring's
+/// under any policy.
+pub(crate) const MAX_KEPT_BYTES: usize = 2 << 20;
 
 /// Emptied buffers a sink keeps for reuse: enough for the batches between two syncs
-/// under load (1 MiB of batches of `max_batch` lines), not the whole 4 MiB.
+/// under load (1 MiB of batches of `max_batch` lines), not the whole 2 MiB.
 const MAX_SPARE_BUFFERS: usize = 4;
 
 /// A sink with its level filter, its layout, and what the listener tracks about it.
