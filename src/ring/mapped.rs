@@ -172,10 +172,9 @@ impl std::ops::Deref for MappedChunks {
     type Target = [UnsafeCell<Chunk>];
 
     fn deref(&self) -> &[UnsafeCell<Chunk>] {
-        // SAFETY: `chunks` points at `len` initialised chunks (zero pages are zero
-        // bytes, a valid `Chunk` inside its `repr(transparent)` cell) that live until
-        // drop; only shared references are handed out, and writes go through the
-        // cells.
+        // SAFETY: `chunks` points at `len` initialised chunks (zero bytes are a valid
+        // `Chunk` in its `repr(transparent)` cell) that live until drop; only shared
+        // references are handed out, and writes go through the cells.
         unsafe { std::slice::from_raw_parts(self.chunks.as_ptr(), self.len) }
     }
 }
