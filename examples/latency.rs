@@ -97,7 +97,9 @@ use quelog::SyncPolicy;
 
 #[path = "support/bench.rs"]
 mod bench;
-use bench::{calibrate, empty_pair_median, quantiles_ns, thread_minflt, ticks, Settings};
+use bench::{
+    calibrate, empty_pair_median, merge, quantiles_ns, thread_minflt, ticks, Settings, ThreadRun,
+};
 
 // ---------------------------------------------------------------------------------
 // The log call under test.
@@ -304,18 +306,9 @@ impl Log for NoOp {
 // Running and reporting.
 
 /// What one thread measured.
-struct ThreadResult {
-    /// Per-call ticks.
-    samples: Vec<u64>,
-    /// Calls per second in the untimed block.
-    throughput: f64,
-    /// Minor page faults during the two measured loops.
-    minflt: u64,
-}
-
 /// Runs `threads` producers on `logger`: warm-up, per-call timing, then a block for
 /// throughput; the threads start each phase together.
-fn measure(logger: &(dyn Log + Sync), threads: usize, settings: &Settings) -> Vec<ThreadResult> {
+fn measure(logger: &(dyn Log + Sync), threads: usize, settings: &Settings) -> Vec<ThreadRun> {
     measure_calls(logger, call, threads, settings)
 }
 
@@ -325,7 +318,7 @@ fn measure_calls(
     call: fn(&dyn Log, usize),
     threads: usize,
     settings: &Settings,
-) -> Vec<ThreadResult> {
+) -> Vec<ThreadRun> {
     let barrier = Barrier::new(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -352,7 +345,7 @@ fn measure_calls(
                     }
                     let elapsed = begin.elapsed();
                     let minflt = thread_minflt() - faults_before;
-                    ThreadResult {
+                    ThreadRun {
                         samples,
                         throughput: settings.samples as f64 / elapsed.as_secs_f64(),
                         minflt,
@@ -382,12 +375,10 @@ struct Row {
 fn summarise(
     design: &'static str,
     threads: usize,
-    results: Vec<ThreadResult>,
+    results: Vec<ThreadRun>,
     ticks_per_ns: f64,
 ) -> Row {
-    let throughput = results.iter().map(|r| r.throughput).sum::<f64>() / threads as f64;
-    let minflt = results.iter().map(|r| r.minflt).sum();
-    let all: Vec<u64> = results.into_iter().flat_map(|r| r.samples).collect();
+    let (all, throughput, minflt) = merge(results);
     Row {
         design,
         threads,

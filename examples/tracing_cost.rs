@@ -92,8 +92,8 @@ impl Settings {
 #[path = "support/bench.rs"]
 mod bench;
 use bench::{
-    calibrate, empty_ticks_pair_median as empty_pair_median, quantiles_ns, thread_minflt, ticks,
-    Settings,
+    calibrate, empty_ticks_pair_median as empty_pair_median, merge, quantiles_ns, thread_minflt,
+    ticks, Settings, ThreadRun,
 };
 
 // ---------------------------------------------------------------------------------
@@ -115,21 +115,12 @@ fn disabled(i: u64) {
 // Running.
 
 /// What one thread measured for one event kind.
-struct Phase {
-    /// Per-call ticks.
-    samples: Vec<u64>,
-    /// Calls per second in the untimed block.
-    throughput: f64,
-    /// Minor page faults during the two measured loops.
-    minflt: u64,
-}
-
 /// Throughput blocks per phase.
 const BLOCKS: usize = 10;
 
 /// Warm-up, per-call timing, then blocks for throughput; the threads start each
 /// phase together.
-fn phase(call: fn(u64), base: usize, settings: &Settings, barrier: &Barrier) -> Phase {
+fn phase(call: fn(u64), base: usize, settings: &Settings, barrier: &Barrier) -> ThreadRun {
     // Nonzero, so every page is touched now, not in the timed loop.
     let mut samples = vec![1u64; settings.samples];
     for i in 0..settings.warmup {
@@ -154,7 +145,7 @@ fn phase(call: fn(u64), base: usize, settings: &Settings, barrier: &Barrier) -> 
         *rate = block as f64 / begin.elapsed().as_secs_f64();
     }
     rates.sort_unstable_by(f64::total_cmp);
-    Phase {
+    ThreadRun {
         samples,
         throughput: rates[BLOCKS / 2],
         minflt: thread_minflt() - faults_before,
@@ -163,7 +154,11 @@ fn phase(call: fn(u64), base: usize, settings: &Settings, barrier: &Barrier) -> 
 
 /// Runs `threads` producers on `dispatch`, each inside its own `outer{id=1}` and
 /// `inner{n=2}`: the enabled event, then the disabled one.
-fn measure(dispatch: &Dispatch, threads: usize, settings: &Settings) -> (Vec<Phase>, Vec<Phase>) {
+fn measure(
+    dispatch: &Dispatch,
+    threads: usize,
+    settings: &Settings,
+) -> (Vec<ThreadRun>, Vec<ThreadRun>) {
     let barrier = Barrier::new(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -207,12 +202,10 @@ fn summarise(
     design: &'static str,
     threads: usize,
     disabled: bool,
-    phases: Vec<Phase>,
+    phases: Vec<ThreadRun>,
     ticks_per_ns: f64,
 ) -> Row {
-    let throughput = phases.iter().map(|p| p.throughput).sum::<f64>() / threads as f64;
-    let minflt = phases.iter().map(|p| p.minflt).sum();
-    let all: Vec<u64> = phases.into_iter().flat_map(|p| p.samples).collect();
+    let (all, throughput, minflt) = merge(phases);
     Row {
         design,
         threads,

@@ -143,3 +143,23 @@ pub fn quantiles_ns<const N: usize>(
             .map_or(0.0, |&t| t as f64 / ticks_per_ns)
     })
 }
+
+/// What one producer thread measured.
+pub struct ThreadRun {
+    /// Per-call ticks.
+    pub samples: Vec<u64>,
+    /// Calls per second in the untimed block.
+    pub throughput: f64,
+    /// Minor page faults during the measured loops.
+    pub minflt: u64,
+}
+
+/// The threads' runs together: every sample, the mean per-thread throughput, and the
+/// page faults summed.
+pub fn merge(runs: Vec<ThreadRun>) -> (Vec<u64>, f64, u64) {
+    let threads = runs.len().max(1) as f64;
+    let throughput = runs.iter().map(|r| r.throughput).sum::<f64>() / threads;
+    let minflt = runs.iter().map(|r| r.minflt).sum();
+    let samples = runs.into_iter().flat_map(|r| r.samples).collect();
+    (samples, throughput, minflt)
+}
