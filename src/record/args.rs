@@ -21,6 +21,7 @@
 
 use std::fmt::{self, Write as _};
 
+use super::fields::Reader;
 use crate::direct::Out;
 
 const TAG_I64: u8 = 1;
@@ -260,41 +261,30 @@ pub(crate) fn callsite_of(section: &[u8]) -> Option<u32> {
 }
 
 struct Values<'a> {
-    rest: &'a [u8],
+    bytes: Reader<'a>,
 }
 
 impl<'a> Values<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (now, rest) = self.rest.split_at_checked(n)?;
-        self.rest = rest;
-        Some(now)
-    }
-
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N)?.try_into().ok()
-    }
-
     fn text(&mut self) -> Option<&'a str> {
-        let len = u32::from_le_bytes(self.array()?) as usize;
-        std::str::from_utf8(self.take(len)?).ok()
+        std::str::from_utf8(self.bytes.prefixed()?).ok()
     }
 
     /// The next value; `None` at the end or at a malformed one.
     fn next(&mut self) -> Option<Value<'a>> {
-        let [tag] = self.array()?;
+        let [tag] = self.bytes.array()?;
         Some(match tag {
-            TAG_I64 => Value::I64(i64::from_le_bytes(self.array()?)),
-            TAG_U64 => Value::U64(u64::from_le_bytes(self.array()?)),
-            TAG_I128 => Value::I128(i128::from_le_bytes(self.array()?)),
-            TAG_U128 => Value::U128(u128::from_le_bytes(self.array()?)),
-            TAG_F64 => Value::F64(f64::from_bits(u64::from_le_bytes(self.array()?))),
-            TAG_F32 => Value::F32(f32::from_bits(u32::from_le_bytes(self.array()?))),
-            TAG_BOOL => match self.array::<1>()? {
+            TAG_I64 => Value::I64(i64::from_le_bytes(self.bytes.array()?)),
+            TAG_U64 => Value::U64(u64::from_le_bytes(self.bytes.array()?)),
+            TAG_I128 => Value::I128(i128::from_le_bytes(self.bytes.array()?)),
+            TAG_U128 => Value::U128(u128::from_le_bytes(self.bytes.array()?)),
+            TAG_F64 => Value::F64(f64::from_bits(u64::from_le_bytes(self.bytes.array()?))),
+            TAG_F32 => Value::F32(f32::from_bits(u32::from_le_bytes(self.bytes.array()?))),
+            TAG_BOOL => match self.bytes.array::<1>()? {
                 [0] => Value::Bool(false),
                 [1] => Value::Bool(true),
                 _ => return None,
             },
-            TAG_CHAR => Value::Char(char::from_u32(u32::from_le_bytes(self.array()?))?),
+            TAG_CHAR => Value::Char(char::from_u32(u32::from_le_bytes(self.bytes.array()?))?),
             TAG_STR => Value::Str(self.text()?),
             TAG_DISPLAY => Value::Display(self.text()?),
             TAG_FAILED => Value::Failed(self.text()?),
@@ -317,7 +307,9 @@ pub(crate) enum Rendered {
 /// callsite index) into `out`, unescaped. `None` if the section does not fit the
 /// format (a damaged record): `out` may hold part of a message then.
 pub(crate) fn render<O: Out + ?Sized>(format: &str, args: &[u8], out: &mut O) -> Option<Rendered> {
-    let mut values = Values { rest: args };
+    let mut values = Values {
+        bytes: Reader { rest: args },
+    };
     for piece in pieces(format) {
         match piece {
             Piece::Text(text) => out.put(text.as_bytes()),
@@ -325,14 +317,18 @@ pub(crate) fn render<O: Out + ?Sized>(format: &str, args: &[u8], out: &mut O) ->
                 Value::Failed(text) => {
                     out.put(text.as_bytes());
                     // Nothing may follow it.
-                    return values.rest.is_empty().then_some(Rendered::FormatFailed);
+                    return values
+                        .bytes
+                        .rest
+                        .is_empty()
+                        .then_some(Rendered::FormatFailed);
                 }
                 value => put_value(out, value, debug),
             },
             Piece::Unsupported => return None,
         }
     }
-    values.rest.is_empty().then_some(Rendered::Whole)
+    values.bytes.rest.is_empty().then_some(Rendered::Whole)
 }
 
 fn put_value<O: Out + ?Sized>(out: &mut O, value: Value<'_>, debug: bool) {

@@ -216,26 +216,37 @@ impl<'s, S: FieldSink + ?Sized> Encoder<'s, S> {
 
 /// Iterates over the entries of an encoded field section.
 pub(crate) fn entries(bytes: &[u8]) -> Entries<'_> {
-    Entries { rest: bytes }
+    Entries {
+        bytes: Reader { rest: bytes },
+    }
 }
 
 /// The iterator behind [`entries`]; ends at the end or at a malformed entry.
 pub(crate) struct Entries<'a> {
-    rest: &'a [u8],
+    bytes: Reader<'a>,
 }
 
-impl<'a> Entries<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+/// Reads an encoding front to back, never past its end: what the field and the
+/// raw-argument decoders share.
+pub(super) struct Reader<'a> {
+    pub(super) rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// The next `n` bytes.
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (now, rest) = self.rest.split_at_checked(n)?;
         self.rest = rest;
         Some(now)
     }
 
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+    /// The next `N` bytes, as an array.
+    pub(super) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
     }
 
-    fn text(&mut self) -> Option<&'a [u8]> {
+    /// The next bytes after their little-endian `u32` length.
+    pub(super) fn prefixed(&mut self) -> Option<&'a [u8]> {
         let len = u32::from_le_bytes(self.array()?) as usize;
         self.take(len)
     }
@@ -248,7 +259,7 @@ impl<'a> Iterator for Entries<'a> {
         let entry = self.decode();
         if entry.is_none() {
             // Malformed or at the end: stop for good.
-            self.rest = &[];
+            self.bytes.rest = &[];
         }
         entry
     }
@@ -256,31 +267,31 @@ impl<'a> Iterator for Entries<'a> {
 
 impl<'a> Entries<'a> {
     fn decode(&mut self) -> Option<Entry<'a>> {
-        let [tag] = self.array()?;
-        let id = |this: &mut Self| this.array().map(u64::from_le_bytes);
+        let [tag] = self.bytes.array()?;
+        let id = |this: &mut Self| this.bytes.array().map(u64::from_le_bytes);
         match tag {
             TAG_SPAN_CONTEXT => return id(self).map(Entry::SpanContext),
             TAG_SPAN_PARENT => return id(self).map(Entry::SpanParent),
             TAG_FOLLOWS => return id(self).map(Entry::Follows),
             _ => {}
         }
-        let [name_len] = self.array()?;
-        let name = self.take(usize::from(name_len))?;
+        let [name_len] = self.bytes.array()?;
+        let name = self.bytes.take(usize::from(name_len))?;
         let value = match tag {
-            TAG_I64 => Value::I64(i64::from_le_bytes(self.array()?)),
-            TAG_U64 => Value::U64(u64::from_le_bytes(self.array()?)),
-            TAG_I128 => Value::I128(i128::from_le_bytes(self.array()?)),
-            TAG_U128 => Value::U128(u128::from_le_bytes(self.array()?)),
-            TAG_F64 => Value::F64(f64::from_bits(u64::from_le_bytes(self.array()?))),
+            TAG_I64 => Value::I64(i64::from_le_bytes(self.bytes.array()?)),
+            TAG_U64 => Value::U64(u64::from_le_bytes(self.bytes.array()?)),
+            TAG_I128 => Value::I128(i128::from_le_bytes(self.bytes.array()?)),
+            TAG_U128 => Value::U128(u128::from_le_bytes(self.bytes.array()?)),
+            TAG_F64 => Value::F64(f64::from_bits(u64::from_le_bytes(self.bytes.array()?))),
             // 0 or 1 only: one spelling per value.
-            TAG_BOOL => match self.array::<1>()? {
+            TAG_BOOL => match self.bytes.array::<1>()? {
                 [0] => Value::Bool(false),
                 [1] => Value::Bool(true),
                 _ => return None,
             },
-            TAG_STR => Value::Str(self.text()?),
-            TAG_DEBUG => Value::Debug(self.text()?),
-            TAG_DISPLAY => Value::Display(self.text()?),
+            TAG_STR => Value::Str(self.bytes.prefixed()?),
+            TAG_DEBUG => Value::Debug(self.bytes.prefixed()?),
+            TAG_DISPLAY => Value::Display(self.bytes.prefixed()?),
             _ => return None,
         };
         Some(Entry::Field { name, value })
